@@ -1,0 +1,64 @@
+"""batch_processor runs asynchronous dataflow graphs of batch processors.
+
+Architecture, bottom up: ``compat`` hides trollius (Python 2) versus asyncio
+(Python 3) and gives trollius-style coroutines on both; ``interface`` defines the
+processor contract, result handles, states and errors, and the bookkeeping base
+class; ``separate`` (one job per descriptor) and ``sequential`` (batches, one at a
+time) are the concrete processors, each in a coroutine form and a ``Synchronous``
+form that runs plain functions in a ``concurrent.futures`` executor; ``execution``
+wires processors into graphs and drives them, event by event, until nothing is left
+to do. ``util`` holds `UnsafeThreadPoolExecutor`. Optional pieces (progress bars,
+Dask) are imported only when asked for.
+"""
+from __future__ import absolute_import, division, print_function
+
+from .compat import CancelledError
+from .execution import (
+    BatchProcessorsGraph,
+    run_batch_processor,
+    run_batch_processor_async,
+    run_batch_processor_single,
+    run_batch_processors_graph,
+    run_batch_processors_graph_async,
+)
+from .interface import (
+    AbstractBatchProcessor,
+    BatchProcessorError,
+    BatchProcessorResultHandle,
+    ConverterError,
+    GraphError,
+    JobTimeoutError,
+    ProcessorState,
+    ProcessorStateError,
+    RunTimeoutError,
+)
+from .separate import RetryPolicy, SeparateBatchProcessor, SeparateBatchProcessorSynchronous
+from .sequential import SequentialBatchProcessor, SequentialBatchProcessorSynchronous
+from .util import UnsafeThreadPoolExecutor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbstractBatchProcessor",
+    "BatchProcessorError",
+    "BatchProcessorResultHandle",
+    "BatchProcessorsGraph",
+    "CancelledError",
+    "ConverterError",
+    "GraphError",
+    "JobTimeoutError",
+    "ProcessorState",
+    "ProcessorStateError",
+    "RetryPolicy",
+    "RunTimeoutError",
+    "SeparateBatchProcessor",
+    "SeparateBatchProcessorSynchronous",
+    "SequentialBatchProcessor",
+    "SequentialBatchProcessorSynchronous",
+    "UnsafeThreadPoolExecutor",
+    "run_batch_processor",
+    "run_batch_processor_async",
+    "run_batch_processor_single",
+    "run_batch_processors_graph",
+    "run_batch_processors_graph_async",
+]

@@ -1,0 +1,102 @@
+"""``batch_processor.compat`` is the one place that knows which Python runs.
+
+It gives the rest of the package (and its users) one vocabulary for coroutines on
+every interpreter:
+
+* ``asyncio`` is ``trollius`` on Python 2 and the standard ``asyncio`` on Python 3;
+* ``CancelledError`` is that library's cancellation error;
+* ``coroutine``, ``From`` and ``Return`` write trollius-style coroutines that run
+  unchanged on 2.7 and 3.x::
+
+      @coroutine
+      def add_later(x):
+          yield From(asyncio.sleep(0.01))
+          raise Return(x + 1)
+
+On Python 2 they are trollius's own. On Python 3 they come from ``_compat_py3``, the
+only module with Python 3 syntax, which this module imports on Python 3 alone.
+
+The private helpers below (``running_loop``, ``new_future``, ``as_future``...) hide the
+remaining differences between trollius and the asyncio of 3.6 to 3.13.
+"""
+from __future__ import absolute_import, division, print_function
+
+import sys
+import types
+
+PY2 = sys.version_info[0] == 2
+
+if PY2:  # pragma: no cover - exercised by the py27 environment
+    import trollius as asyncio
+    from trollius import From, Return, coroutine
+    from trollius.coroutines import iscoroutine as _iscoroutine
+
+    def new_future(loop):
+        """Return a new pending future of ``loop``."""
+        return asyncio.Future(loop=loop)
+
+    def running_loop():
+        """Return the event loop running in this thread, or ``None``."""
+        loop = asyncio.get_event_loop_policy()._local._loop
+        if loop is not None and loop.is_running():
+            return loop
+        return None
+
+    def enter_loop(loop):
+        """Make ``loop`` the thread's current loop; return a token for `leave_loop`.
+
+        trollius looks the loop up with ``get_event_loop()`` (``trollius.sleep()``
+        without ``loop=``, for one), so it must be the current one while it runs.
+        """
+        local = asyncio.get_event_loop_policy()._local
+        token = (local._loop, local._set_called)
+        local._loop, local._set_called = loop, True
+        return token
+
+    def leave_loop(token):
+        """Restore the thread's current loop as `enter_loop` found it."""
+        local = asyncio.get_event_loop_policy()._local
+        local._loop, local._set_called = token
+
+    def as_future(obj, loop):
+        """Wrap a coroutine, generator or future into a future of ``loop``."""
+        if isinstance(obj, asyncio.Future):
+            return obj
+        if _iscoroutine(obj):
+            return loop.create_task(obj)
+        raise TypeError("expected a coroutine or a future, got %r" % (obj,))
+
+else:
+    import asyncio
+    from ._compat_py3 import From, Return, as_future, coroutine
+
+    def new_future(loop):
+        """Return a new pending future of ``loop``."""
+        return loop.create_future()
+
+    running_loop = asyncio._get_running_loop
+
+    def enter_loop(loop):
+        """Nothing to do on Python 3: asyncio finds the running loop by itself."""
+        return None
+
+    def leave_loop(token):
+        """Nothing to do on Python 3 (see `enter_loop`)."""
+
+
+class _NoCoroutineType(object):
+    """Stands for the native coroutine type where there is none (Python 2)."""
+
+
+CoroutineType = getattr(types, "CoroutineType", _NoCoroutineType)
+CancelledError = asyncio.CancelledError
+TimeoutError = asyncio.TimeoutError
+
+def all_tasks(loop):
+    """The tasks of ``loop`` that are not done."""
+    if hasattr(asyncio, "all_tasks") and sys.version_info >= (3, 7):
+        return asyncio.all_tasks(loop)
+    return set(task for task in asyncio.Task.all_tasks(loop) if not task.done())
+
+
+__all__ = ["CancelledError", "From", "PY2", "Return", "TimeoutError", "asyncio", "coroutine"]

@@ -1,0 +1,536 @@
+"""``batch_processor.execution``: graphs of processors and the runners that drive them.
+
+`BatchProcessorsGraph` records processors and the converters between them. A run
+(`_Run`) is event-driven: each processor calls back when it has ready handles, the
+run collects them, passes them through the converters of the processor's outgoing
+edges and feeds the results on. Nothing polls and nothing sleeps, and the cost of a
+step is that of the processors that had something to say: idle processors cost
+nothing. The run ends when no processor has anything in flight.
+
+The synchronous runners make a fresh event loop per run; the ``_async`` forms run
+on the caller's loop.
+"""
+from __future__ import absolute_import, division, print_function
+
+import collections
+import logging
+import numbers
+import threading
+
+import six
+
+from . import compat
+from .compat import CancelledError, From, Return, asyncio, coroutine
+from .interface import (
+    AbstractBatchProcessor, BaseBatchProcessor, ConverterError, GraphError, Handle,
+    ProcessorState, ProcessorStateError, RunTimeoutError, as_descriptor_list, describe)
+
+__all__ = [
+    "BatchProcessorsGraph",
+    "run_batch_processor",
+    "run_batch_processor_async",
+    "run_batch_processor_single",
+    "run_batch_processors_graph",
+    "run_batch_processors_graph_async",
+]
+
+logger = logging.getLogger("batch_processor")
+
+_REFUSING = (ProcessorState.STOPPING, ProcessorState.STOPPED, ProcessorState.KILLED)
+
+
+def _converter_name(converter):
+    name = getattr(converter, "__qualname__", None) or getattr(converter, "__name__", None)
+    return name or repr(converter)
+
+
+class BatchProcessorsGraph(object):
+    """Processors connected by converters: fan-out, fan-in and cycles allowed."""
+
+    def __init__(self):
+        self._processors = []
+        self._ids = set()
+        self._edges = []
+
+    def add_processor(self, processor):
+        """Add ``processor``; adding the same instance again changes nothing."""
+        if not isinstance(processor, AbstractBatchProcessor):
+            raise TypeError(
+                "BatchProcessorsGraph.add_processor() takes a batch processor (an instance "
+                "of an AbstractBatchProcessor subclass such as SeparateBatchProcessor), got %r"
+                % (processor,))
+        if id(processor) not in self._ids:
+            self._ids.add(id(processor))
+            self._processors.append(processor)
+
+    def add_connected_processors(self, source, destination, converter):
+        """Add both processors and the edge ``source -> destination`` through ``converter``.
+
+        ``converter(*handles)`` gets the handles of one ``get_ready()`` of ``source``
+        and returns an iterable of descriptors for ``destination``. The same
+        ``(source, destination, converter)`` added twice is one edge.
+        """
+        if not callable(converter):
+            raise TypeError(
+                "the converter from %s to %s must be callable as converter(*handles) and "
+                "return descriptors, got %r" % (describe(source), describe(destination), converter))
+        self.add_processor(source)
+        self.add_processor(destination)
+        for src, dst, conv in self._edges:
+            if src is source and dst is destination and (conv is converter or conv == converter):
+                return
+        self._edges.append((source, destination, converter))
+
+    @property
+    def processors(self):
+        """The processors, in the order they were added."""
+        return list(self._processors)
+
+    @property
+    def edges(self):
+        """The edges, as ``(source, destination, converter)`` tuples in the order added."""
+        return list(self._edges)
+
+    def __contains__(self, processor):
+        return id(processor) in self._ids
+
+    def __repr__(self):
+        return "<BatchProcessorsGraph: %d processors, %d edges>" % (
+            len(self._processors), len(self._edges))
+
+
+# Processors taking part in a run now, by id: one run at a time each.
+_claimed = {}
+_claimed_lock = threading.Lock()
+
+
+class _Node(object):
+    """A processor as one run sees it."""
+
+    __slots__ = ("processor", "fast", "out", "kept", "watching", "mark")
+
+    def __init__(self, processor, kept):
+        self.processor = processor
+        self.fast = isinstance(processor, BaseBatchProcessor)
+        self.out = []  # (destination node, converter)
+        self.kept = kept  # the list its handles go to, or None
+        self.watching = False
+        self.mark = None
+
+
+class _Run(object):
+    """One run of a graph on ``loop``; ``future`` gets the result dict."""
+
+    def __init__(self, graph, initial_descriptors, loop, timeout=None, keep_results=None,
+                 progress=False):
+        if not isinstance(graph, BatchProcessorsGraph):
+            raise TypeError("expected a BatchProcessorsGraph, got %r" % (graph,))
+        self.loop = loop
+        self.graph = graph
+        self.timeout = _check_timeout(timeout)
+        processors = graph.processors
+        kept_ids = _kept_ids(graph, keep_results)
+        self.results = collections.OrderedDict()
+        nodes = {}
+        for processor in processors:
+            handles = []
+            self.results[processor] = handles
+            nodes[id(processor)] = _Node(processor, handles if kept_ids is None or id(processor) in kept_ids else None)
+        for source, destination, converter in graph.edges:
+            nodes[id(source)].out.append((nodes[id(destination)], converter))
+        self.nodes = nodes
+        feeds = _initial_feeds(graph, initial_descriptors, nodes)
+        self.progress = None
+        if progress:
+            from .progress import RunProgress
+            self.progress = RunProgress(processors)
+        self.future = compat.new_future(loop)
+        self._dirty = collections.deque()
+        self._busy = set()
+        self._scheduled = False
+        self._timer = None
+        self._claim()
+        try:
+            for node in six.itervalues(nodes):
+                if node.fast:
+                    processor = node.processor
+                    processor._bp_bind(loop)
+                    processor._bp_listener = node.mark = self._marker(node)
+                    if processor._bp_ready:
+                        self._dirty.append(node)
+                    if processor.in_flight:
+                        self._busy.add(node)
+                elif node.processor.in_flight:
+                    self._busy.add(node)
+                    self._watch(node)
+            for node, descriptors in feeds:
+                self._feed(node, descriptors)
+        except BaseException:
+            self._release()
+            raise
+        if self.timeout is not None:
+            self._timer = loop.call_later(self.timeout, self._on_timeout)
+        self.future.add_done_callback(self._on_future_done)
+        self._schedule()
+
+    # -- wiring ---------------------------------------------------------------------
+
+    def _claim(self):
+        with _claimed_lock:
+            for node in six.itervalues(self.nodes):
+                other = _claimed.get(id(node.processor))
+                if other is not None:
+                    raise ProcessorStateError(
+                        "%s is already part of a running graph; a processor runs in one graph "
+                        "at a time: wait for that run to end, or use another instance"
+                        % describe(node.processor))
+            for node in six.itervalues(self.nodes):
+                _claimed[id(node.processor)] = self
+
+    def _release(self):
+        with _claimed_lock:
+            for node in six.itervalues(self.nodes):
+                if _claimed.get(id(node.processor)) is self:
+                    del _claimed[id(node.processor)]
+                if node.fast and node.processor._bp_listener is node.mark:
+                    node.processor._bp_listener = None
+
+    def _marker(self, node):
+        dirty = self._dirty
+
+        def mark():
+            dirty.append(node)
+            if not self._scheduled:
+                self._schedule()
+        return mark
+
+    def _schedule(self):
+        self._scheduled = True
+        self.loop.call_soon(self._step)
+
+    def _watch(self, node):
+        """Wait for a processor of another implementation through its ``wait_ready()``."""
+        if node.watching:
+            return
+        node.watching = True
+        waiter = compat.as_future(node.processor.wait_ready(), self.loop)
+
+        def ready(_):
+            node.watching = False
+            if not self.future.done():
+                self._dirty.append(node)
+                if not self._scheduled:
+                    self._schedule()
+        waiter.add_done_callback(ready)
+
+    # -- the work -------------------------------------------------------------------
+
+    def _feed(self, node, descriptors):
+        processor = node.processor
+        try:
+            if node.fast:
+                processor._bp_feed(descriptors)
+            else:
+                processor.feed_new(descriptors)
+        except ProcessorStateError:
+            self._refuse(node, descriptors)
+            return
+        if self.progress is not None:
+            self.progress.fed(processor, len(descriptors))
+        self._busy.add(node)
+        if not node.fast:
+            self._watch(node)
+
+    def _refuse(self, node, descriptors):
+        """Descriptors for a stopped or killed processor come back cancelled."""
+        logger.warning("%s is %s: %d descriptors for it are returned cancelled",
+                       describe(node.processor), node.processor.state.value, len(descriptors))
+        handles = []
+        for descriptor in descriptors:
+            future = compat.new_future(self.loop)
+            future.cancel()
+            handles.append(Handle(descriptor, future))
+        if self.progress is not None:
+            self.progress.fed(node.processor, len(handles))
+            self.progress.done(node.processor, handles)
+        if node.kept is not None:
+            node.kept.extend(handles)
+
+    def _step(self):
+        self._scheduled = False
+        if self.future.done():
+            return
+        dirty, busy = self._dirty, self._busy
+        progress = self.progress
+        try:
+            while dirty:
+                node = dirty.popleft()
+                processor = node.processor
+                if node.fast:
+                    handles = processor._bp_take_ready()
+                else:
+                    handles = list(processor.get_ready())
+                if handles:
+                    if node.kept is not None:
+                        node.kept.extend(handles)
+                    if progress is not None:
+                        progress.done(processor, handles)
+                    for destination, converter in node.out:
+                        descriptors = self._convert(converter, handles, node, destination)
+                        if descriptors:
+                            self._feed(destination, descriptors)
+                if not processor.in_flight:
+                    busy.discard(node)
+                elif not node.fast:
+                    self._watch(node)
+        except _ConverterFailure as failure:
+            self._abort(failure.error)
+            return
+        if not busy:
+            self._finish()
+
+    def _convert(self, converter, handles, source, destination):
+        try:
+            descriptors = converter(*handles)
+            if isinstance(descriptors, list):
+                return descriptors
+            if descriptors is None or isinstance(descriptors, (six.string_types, bytes)):
+                raise TypeError("it returned %r, not an iterable of descriptors" % (descriptors,))
+            try:
+                iterator = iter(descriptors)
+            except TypeError:
+                raise TypeError("it returned %r, not an iterable of descriptors" % (descriptors,))
+            return list(iterator)
+        except (Exception, CancelledError) as exc:
+            error = ConverterError(
+                "the converter %s from %s to %s failed: %s: %s; the run was stopped and every "
+                "processor killed. A converter must return an iterable of descriptors (a list, "
+                "maybe empty) and handle failed and cancelled handles itself: check "
+                "handle.future.cancelled() and handle.future.exception() before .result()"
+                % (_converter_name(converter), describe(source.processor),
+                   describe(destination.processor), type(exc).__name__, exc),
+                converter=converter, source=source.processor,
+                destination=destination.processor, original=exc)
+            error.__cause__ = exc
+            raise _ConverterFailure(error)
+
+    # -- the end --------------------------------------------------------------------
+
+    def _finish(self):
+        self._close()
+        self.future.set_result(self.results)
+
+    def _on_timeout(self):
+        self._timer = None
+        if self.future.done():
+            return
+        busy = sorted(set(type(node.processor).__name__ for node in self._busy))
+        self._abort(RunTimeoutError(
+            "the run did not end within timeout=%s s; every processor was killed and the "
+            "partial results are in .results; still busy: %s"
+            % (self.timeout, ", ".join(busy) or "nothing")))
+
+    def _abort(self, error):
+        """Kill everything, collect what is ready and end the run with ``error``."""
+        self.kill_all()
+        error.results = self.results
+        self._close()
+        if not self.future.done():
+            self.future.set_exception(error)
+
+    def kill_all(self):
+        """Kill every processor and collect all their handles, without converting them."""
+        for node in six.itervalues(self.nodes):
+            node.processor.kill()
+        for node in six.itervalues(self.nodes):
+            processor = node.processor
+            handles = processor._bp_take_ready() if node.fast else list(processor.get_ready())
+            if handles:
+                if node.kept is not None:
+                    node.kept.extend(handles)
+                if self.progress is not None:
+                    self.progress.done(processor, handles)
+        self._dirty.clear()
+        self._busy.clear()
+
+    def _on_future_done(self, future):
+        if future.cancelled():  # the caller cancelled the run
+            self.kill_all()
+            self._close()
+
+    def _close(self):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._release()
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+
+
+class _ConverterFailure(Exception):
+    def __init__(self, error):
+        Exception.__init__(self, error)
+        self.error = error
+
+
+def _check_timeout(timeout):
+    if timeout is not None and (
+            not isinstance(timeout, numbers.Real) or isinstance(timeout, bool) or timeout <= 0):
+        raise ValueError("timeout=%r: give None (no limit) or a number of seconds > 0" % (timeout,))
+    return timeout
+
+
+def _kept_ids(graph, keep_results):
+    if keep_results is None:
+        return None
+    if isinstance(keep_results, AbstractBatchProcessor):
+        keep_results = [keep_results]
+    kept = set()
+    for processor in keep_results:
+        if processor not in graph:
+            raise GraphError(
+                "keep_results names %s, which is not in the graph; name processors of the "
+                "graph (or None to keep every handle)" % describe(processor))
+        kept.add(id(processor))
+    return kept
+
+
+def _initial_feeds(graph, initial_descriptors, nodes):
+    if initial_descriptors is None:
+        initial_descriptors = {}
+    if not hasattr(initial_descriptors, "items"):
+        raise TypeError(
+            "initial_descriptors must map processors of the graph to iterables of "
+            "descriptors, got %r" % (initial_descriptors,))
+    feeds = []
+    for processor, descriptors in initial_descriptors.items():
+        if processor not in graph:
+            raise GraphError(
+                "initial_descriptors names %r, which is not in the graph; add it with "
+                "graph.add_processor() first" % (
+                    describe(processor) if isinstance(processor, AbstractBatchProcessor) else processor,))
+        if processor.state in _REFUSING:
+            raise ProcessorStateError(
+                "%s is %s and accepts no new jobs; give initial descriptors to processors "
+                "that are neither stopped nor killed" % (describe(processor), processor.state.value))
+        feeds.append((nodes[id(processor)], as_descriptor_list(descriptors, processor)))
+    return feeds
+
+
+# -- runners --------------------------------------------------------------------------
+
+def _current_loop():
+    return compat.running_loop() or asyncio.get_event_loop()
+
+
+@coroutine
+def _run_async(graph, initial_descriptors, timeout, keep_results, progress):
+    run = _Run(graph, initial_descriptors, _current_loop(), timeout, keep_results, progress)
+    try:
+        results = yield From(run.future)
+    except BaseException:
+        if not run.future.done():
+            run.future.cancel()
+        raise
+    raise Return(results)
+
+
+def run_batch_processors_graph_async(graph, initial_descriptors, timeout=None,
+                                     keep_results=None, progress=False):
+    """The awaitable form of `run_batch_processors_graph`, for a running loop."""
+    return _run_async(graph, initial_descriptors, timeout, keep_results, progress)
+
+
+def _single_graph(batch_processor):
+    graph = BatchProcessorsGraph()
+    graph.add_processor(batch_processor)
+    return graph
+
+
+@coroutine
+def _run_one_async(batch_processor, descriptors, timeout, keep_results, progress):
+    try:
+        results = yield From(_run_async(_single_graph(batch_processor), {batch_processor: descriptors},
+                                        timeout, keep_results, progress))
+    except RunTimeoutError as exc:
+        exc.results = exc.results[batch_processor]
+        raise
+    raise Return(results[batch_processor])
+
+
+def run_batch_processor_async(batch_processor, descriptors, timeout=None, keep_results=None,
+                              progress=False):
+    """The awaitable form of `run_batch_processor`, for a running loop."""
+    return _run_one_async(batch_processor, descriptors, timeout, keep_results, progress)
+
+
+def _run_sync(name, coroutine_function, *args):
+    if compat.running_loop() is not None:
+        raise RuntimeError(
+            "%s() cannot run inside a running event loop; use %s_async() there "
+            "(`await %s_async(...)`, or `yield From(%s_async(...))` with trollius)"
+            % (name, name, name, name))
+    loop = asyncio.new_event_loop()
+    token = compat.enter_loop(loop)
+    try:
+        return loop.run_until_complete(coroutine_function(*args))
+    finally:
+        try:
+            _cancel_leftovers(loop)
+        finally:
+            loop.close()
+            compat.leave_loop(token)
+
+
+def _cancel_leftovers(loop):
+    """Cancel the tasks a run leaves (jobs of killed processors) and let them end."""
+    tasks = [task for task in compat.all_tasks(loop) if not task.done()]
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_results=None,
+                               progress=False):
+    """Run ``graph`` until nothing is left to do; return ``{processor: [handles]}``.
+
+    Args:
+        graph: a `BatchProcessorsGraph`.
+        initial_descriptors: maps processors of the graph to iterables of descriptors.
+        timeout: seconds for the whole run (``None``: no limit).
+        keep_results: ``None`` keeps every handle; an iterable of processors keeps
+            the handles of those only (the others get empty lists).
+        progress: show live progress per processor on stderr.
+
+    Returns:
+        A dict with a key for every processor of the graph, in the graph's order,
+        and the list of its handles, in the order they were collected.
+
+    Raises:
+        GraphError: ``initial_descriptors`` or ``keep_results`` names a processor not
+            in the graph (nothing has run).
+        ConverterError: a converter failed; every processor was killed.
+        RunTimeoutError: the run took longer than ``timeout``.
+        ProcessorStateError: a processor is in another running graph.
+        RuntimeError: called inside a running event loop.
+    """
+    return _run_sync("run_batch_processors_graph", _run_async, graph, initial_descriptors,
+                     timeout, keep_results, progress)
+
+
+def run_batch_processor(batch_processor, descriptors, timeout=None, keep_results=None,
+                        progress=False):
+    """Run one processor over ``descriptors``; return a list with one handle per descriptor."""
+    return _run_sync("run_batch_processor", _run_one_async, batch_processor, descriptors,
+                     timeout, keep_results, progress)
+
+
+def run_batch_processor_single(batch_processor, descriptor, timeout=None, keep_results=None,
+                               progress=False):
+    """Run one processor over one descriptor; return its handle (legacy convenience)."""
+    handles = run_batch_processor(batch_processor, [descriptor], timeout=timeout,
+                                  keep_results=keep_results, progress=progress)
+    return handles[0]

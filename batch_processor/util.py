@@ -1,0 +1,213 @@
+"""Thread pool whose daemon workers never hold up interpreter exit.
+
+``UnsafeThreadPoolExecutor`` behaves like ``concurrent.futures.ThreadPoolExecutor``
+but its workers are daemon threads that nobody joins at exit, so a hung job cannot
+block the end of the program or of a killed run.  It is "unsafe" in that such a job
+is simply abandoned.
+
+Daemon threads that wake up while the interpreter tears itself down are a known way
+to crash Python 2.7, so exit is handled with care on every version:
+
+* an ``atexit`` handler (it runs before any module is torn down) cancels queued jobs
+  and makes every idle worker exit, and waits for those; after it no worker waits on
+  a queue that could wake it, and nothing starts a job or a thread any more;
+* a worker whose job ends after that handler ran completes the job's future and then
+  parks on a lock that is never released.  It uses only locals and default
+  arguments from the moment its job returns, so it does not care which module
+  globals have already been cleared.
+
+Only the public ``concurrent.futures`` API is used, so the same code works with the
+``futures`` backport on Python 2.7 and the standard library on Python 3.6 to 3.13.
+"""
+from __future__ import absolute_import, division, print_function
+
+import atexit
+import itertools
+import multiprocessing
+import os
+import sys
+import threading
+import weakref
+from concurrent.futures import Executor, Future
+
+import six
+from six.moves import queue
+
+_EXITING = []  # made non-empty by the atexit handler: the interpreter is exiting
+_PARK = threading.Lock()  # held forever: workers that finish a job at exit block on it
+_PARK.acquire()
+_POOLS = weakref.WeakSet()  # the _Pool of every executor or worker still alive
+_COUNTER = itertools.count()
+
+
+def _default_max_workers():
+    """Returns: the standard library's default pool size, ``min(32, cpu + 4)``."""
+    cpu_count = getattr(os, "process_cpu_count", None) or getattr(os, "cpu_count", None)
+    try:
+        cpus = cpu_count() if cpu_count else multiprocessing.cpu_count()
+    except NotImplementedError:
+        cpus = None
+    return min(32, (cpus or 1) + 4)
+
+
+class _Pool(object):
+    """State shared by an executor and its workers; it never refers to the executor."""
+
+    def __init__(self):
+        self.queue = queue.Queue()  # (future, fn, args, kwargs) items; None: exit
+        self.lock = threading.Lock()  # orders submit, shutdown and the atexit handler
+        self.idle = threading.Semaphore(0)  # released by a worker about to be idle
+        self.threads = set()
+        self.busy = set()  # workers that may be running a job or a future's callbacks
+
+    def stop(self, cancel_futures):
+        """Make the workers exit once the queue is empty.
+
+        Args:
+            cancel_futures: cancel the jobs still queued instead of running them.
+        """
+        while cancel_futures:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        self.queue.put(None)  # each exiting worker passes it on to the next
+
+
+def _work(pool, _exiting=_EXITING, _park=_PARK, _exc_info=sys.exc_info,
+          _py2=six.PY2, _BaseException=BaseException):
+    """Body of a worker thread: run the jobs of ``pool`` until told to exit.
+
+    Args:
+        pool: the ``_Pool`` to serve.  The other arguments are defaults bound at
+            import time so that the end of a job touches no module global.
+    """
+    me = threading.current_thread()
+    while True:
+        item = pool.queue.get()
+        pool.busy.add(me)  # before reading _exiting: see _python_exit
+        if item is None or _exiting:
+            if item is not None:
+                item[0].cancel()
+            pool.busy.discard(me)
+            pool.queue.put(None)
+            return
+        future, fn, args, kwargs = item
+        item = None
+        if future.set_running_or_notify_cancel():
+            result = error = None
+            try:
+                result = fn(*args, **kwargs)
+            except _BaseException:  # SystemExit and the like fail the job, not us
+                error = _exc_info()
+            fn = args = kwargs = None
+            if not _exiting:
+                pool.idle.release()  # before the result: a waiter may submit again
+            try:
+                if error is None:
+                    future.set_result(result)
+                elif _py2:
+                    future.set_exception_info(error[1], error[2])
+                else:
+                    future.set_exception(error[1])
+            finally:
+                if _exiting:
+                    _park.acquire()  # never returns: see the module docstring
+            future = result = error = None
+        else:
+            pool.idle.release()
+        pool.busy.discard(me)
+
+
+class UnsafeThreadPoolExecutor(Executor):
+    """A ``ThreadPoolExecutor`` whose daemon workers are never joined at exit."""
+
+    def __init__(self, max_workers=None, thread_name_prefix=None):
+        """Create an executor; threads are started lazily, on ``submit``.
+
+        Args:
+            max_workers: the most threads to run at once; ``None`` for the standard
+                library's default, ``min(32, cpu + 4)``.
+            thread_name_prefix: prefix of the threads' names, which end in ``_<k>``.
+
+        Raises:
+            ValueError: if ``max_workers`` is not positive.
+        """
+        if max_workers is None:
+            max_workers = _default_max_workers()
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0, got %r" % (max_workers,))
+        self._max_workers = max_workers
+        self._prefix = thread_name_prefix or "UnsafeThreadPoolExecutor-%d" % next(_COUNTER)
+        self._shutdown = False
+        self._pool = pool = _Pool()
+        _POOLS.add(pool)
+
+        def wake_on_collect(_, work_queue=pool.queue, exiting=_EXITING):
+            if not exiting:  # once exiting, nobody waits on the queue
+                work_queue.put(None)
+        pool.executor_ref = weakref.ref(self, wake_on_collect)
+
+    def submit(self, fn, *args, **kwargs):
+        """Schedule ``fn(*args, **kwargs)`` on a worker thread.
+
+        Returns:
+            a ``concurrent.futures.Future`` for the call's outcome.
+
+        Raises:
+            RuntimeError: after ``shutdown`` or once the interpreter is exiting.
+        """
+        pool = self._pool
+        with pool.lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if _EXITING:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            future = Future()
+            pool.queue.put((future, fn, args, kwargs))
+            if not pool.idle.acquire(False) and len(pool.threads) < self._max_workers:
+                thread = threading.Thread(name="%s_%d" % (self._prefix, len(pool.threads)),
+                                          target=_work, args=(pool,))
+                thread.daemon = True
+                thread.start()
+                pool.threads.add(thread)
+            return future
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        """Stop accepting jobs and let the workers exit once the queue is drained.
+
+        Args:
+            wait: join the workers (never the calling thread, nor any worker once the
+                interpreter is exiting, as those may be parked for good).
+            cancel_futures: cancel the queued jobs that have not started yet.
+        """
+        pool = self._pool
+        with pool.lock:
+            self._shutdown = True
+            pool.stop(cancel_futures)
+        if wait and not _EXITING:
+            me = threading.current_thread()
+            for thread in list(pool.threads):
+                if thread is not me:
+                    thread.join()
+
+
+@atexit.register
+def _python_exit():
+    """Make the idle workers of every pool exit, and wait for them to be gone.
+
+    A worker counts as busy from the moment it takes an item until it is back to
+    waiting, and it reads ``_EXITING`` after marking itself busy, so a worker seen
+    idle here is sure to see ``_EXITING`` set and to exit without starting its job.
+    """
+    _EXITING.append(True)
+    pools = list(_POOLS)
+    for pool in pools:
+        with pool.lock:
+            pool.stop(cancel_futures=True)
+    for pool in pools:
+        for thread in list(pool.threads):
+            if thread not in pool.busy:
+                thread.join()
