@@ -12,6 +12,8 @@ Dask) are imported only when asked for.
 """
 from __future__ import absolute_import, division, print_function
 
+import logging
+
 from .compat import CancelledError
 from .execution import (
     BatchProcessorsGraph,
@@ -37,6 +39,8 @@ from .sequential import SequentialBatchProcessor, SequentialBatchProcessorSynchr
 from .util import UnsafeThreadPoolExecutor
 
 __version__ = "0.1.0"
+
+logging.getLogger("batch_processor").addHandler(logging.NullHandler())
 
 __all__ = [
     "AbstractBatchProcessor",

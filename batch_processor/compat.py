@@ -66,6 +66,20 @@ if PY2:  # pragma: no cover - exercised by the py27 environment
             return loop.create_task(obj)
         raise TypeError("expected a coroutine or a future, got %r" % (obj,))
 
+    def run_until_complete(loop, awaitable):
+        """``loop.run_until_complete(awaitable)``, leaving no stop callback behind.
+
+        trollius, unlike asyncio 3.x, leaves its stop callback on the future when
+        ``run_forever()`` is interrupted (by ``KeyboardInterrupt``): the loop would
+        then stop in the middle of the next run, the one that cleans up.
+        """
+        from trollius.base_events import _run_until_complete_cb
+        future = asyncio.ensure_future(awaitable, loop=loop)
+        try:
+            return loop.run_until_complete(future)
+        finally:
+            future.remove_done_callback(_run_until_complete_cb)
+
 else:
     import asyncio
     from ._compat_py3 import From, Return, as_future, coroutine
@@ -82,6 +96,10 @@ else:
 
     def leave_loop(token):
         """Nothing to do on Python 3 (see `enter_loop`)."""
+
+    def run_until_complete(loop, awaitable):
+        """``loop.run_until_complete(awaitable)``."""
+        return loop.run_until_complete(awaitable)
 
 
 class _NoCoroutineType(object):

@@ -91,6 +91,16 @@ class BatchProcessorsGraph(object):
         """The edges, as ``(source, destination, converter)`` tuples in the order added."""
         return list(self._edges)
 
+    def to_dot(self, results=None):
+        """The graph in Graphviz DOT: processors by class, edges by converter name.
+
+        Args:
+            results: a run's result dict; when given, each processor is labelled with
+                its counts of ok, failed and cancelled handles.
+        """
+        from .dot import graph_to_dot
+        return graph_to_dot(self, results)
+
     def __contains__(self, processor):
         return id(processor) in self._ids
 
@@ -163,10 +173,15 @@ class _Run(object):
                 elif node.processor.in_flight:
                     self._busy.add(node)
                     self._watch(node)
-            for node, descriptors in feeds:
-                self._feed(node, descriptors)
         except BaseException:
             self._release()
+            raise
+        try:
+            for node, descriptors in feeds:
+                self._feed(node, descriptors)
+        except BaseException:  # KeyboardInterrupt: nothing is left running
+            self.kill_all()
+            self._close()
             raise
         if self.timeout is not None:
             self._timer = loop.call_later(self.timeout, self._on_timeout)
@@ -474,7 +489,7 @@ def _run_sync(name, coroutine_function, *args):
     loop = asyncio.new_event_loop()
     token = compat.enter_loop(loop)
     try:
-        return loop.run_until_complete(coroutine_function(*args))
+        return compat.run_until_complete(loop, coroutine_function(*args))
     finally:
         try:
             _cancel_leftovers(loop)
@@ -490,7 +505,7 @@ def _cancel_leftovers(loop):
         return
     for task in tasks:
         task.cancel()
-    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    compat.run_until_complete(loop, asyncio.gather(*tasks, return_exceptions=True))
 
 
 def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_results=None,

@@ -344,10 +344,13 @@ class BaseBatchProcessor(AbstractBatchProcessor):
         if listener is not None:
             listener()
         if self._bp_waiters:
-            waiters, self._bp_waiters = self._bp_waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._bp_wake_waiters()
+
+    def _bp_wake_waiters(self):
+        waiters, self._bp_waiters = self._bp_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _bp_stopped(self):
         self._bp_final = ProcessorState.STOPPED
@@ -359,7 +362,7 @@ class BaseBatchProcessor(AbstractBatchProcessor):
             if not waiter.done():
                 waiter.set_result(None)
         if self._bp_waiters and not self._bp_unfinished:
-            self._bp_notify()
+            self._bp_wake_waiters()  # nothing in flight any more
 
     def _bp_done_future(self):
         self._bp_current_loop()

@@ -98,7 +98,6 @@ class _SeparateBase(BaseBatchProcessor):
     def _bp_reset(self):
         self._bp_queue = collections.deque()  # fed, waiting for a free slot
         self._bp_running = {}  # the job's future -> its descriptor
-        self._bp_on_done = self._bp_job_done
 
     # -- starting jobs ------------------------------------------------------------
 
@@ -127,7 +126,7 @@ class _SeparateBase(BaseBatchProcessor):
     def _bp_launch(self, descriptor):
         future = self._bp_attempt(descriptor)
         self._bp_running[future] = descriptor
-        future.add_done_callback(self._bp_on_done)
+        future.add_done_callback(self._bp_job_done)
 
     def _bp_job_done(self, future):
         descriptor = self._bp_running.pop(future, _NOTHING)

@@ -1,0 +1,141 @@
+"""``batch_processor.dot`` draws a `BatchProcessorsGraph` as Graphviz DOT.
+
+`graph_to_dot` (behind ``graph.to_dot()``) writes one box per processor, named by
+its class (and a short identity when two processors share a class), and one arrow
+per edge, labelled with its converter's name. The edges that lie on a cycle (a
+self-loop, or both ways between two processors, or a longer loop) are dashed, so a
+feedback loop stands out; the back edges of a depth-first walk in the graph's order
+do not constrain the layout, so the graph reads in the order it was built. Given a
+run's result dict, each box also shows how the processor's jobs ended.
+
+Render it with ``dot -Tpng pipeline.dot -o pipeline.png`` or the ``graphviz`` Python
+package; nothing here needs either.
+"""
+from __future__ import absolute_import, division, print_function
+
+import functools
+
+import six
+
+from .progress import count_outcomes, processor_labels
+
+__all__ = ["converter_name", "dot_quote", "graph_to_dot"]
+
+
+def converter_name(converter):
+    """A short name for ``converter``: its qualified name, ``partial(name)`` or its type."""
+    name = getattr(converter, "__qualname__", None) or getattr(converter, "__name__", None)
+    if isinstance(name, six.string_types) and name:
+        return name
+    if isinstance(converter, functools.partial):
+        return "partial(%s)" % converter_name(converter.func)
+    return type(converter).__name__
+
+
+def dot_quote(text):
+    """``text`` as a double-quoted DOT string that Graphviz shows as it is."""
+    text = "%s" % (text,)
+    return '"%s"' % (text.replace("\\", "\\\\").replace('"', '\\"')
+                     .replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\n"))
+
+
+def _walk(count, successors):
+    """Classify edges with one depth-first walk from the nodes ``0 .. count - 1``.
+
+    Returns:
+        ``(back, component)``: the set of back edges ``(u, v)`` of the walk (self-loops
+        included), and the strongly connected component of each node, as a list.
+    """
+    # Tarjan's algorithm, iterative so that a long chain cannot hit the recursion limit.
+    index, low, component = [None] * count, [0] * count, [None] * count
+    on_stack, on_path, stack, back = [False] * count, [False] * count, [], set()
+    counter = [0, 0]  # next index, next component
+    for root in range(count):
+        if index[root] is not None:
+            continue
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on_stack[root] = on_path[root] = True
+        path = [(root, iter(successors[root]))]
+        while path:
+            node, children = path[-1]
+            descended = False
+            for child in children:
+                if index[child] is None:
+                    index[child] = low[child] = counter[0]
+                    counter[0] += 1
+                    stack.append(child)
+                    on_stack[child] = on_path[child] = True
+                    path.append((child, iter(successors[child])))
+                    descended = True
+                    break
+                if on_stack[child]:
+                    if on_path[child]:
+                        back.add((node, child))  # to an ancestor: closes a loop
+                    low[node] = min(low[node], index[child])
+            if descended:
+                continue
+            path.pop()
+            on_path[node] = False
+            if path:
+                parent = path[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                while True:
+                    member = stack.pop()
+                    on_stack[member] = False
+                    component[member] = counter[1]
+                    if member == node:
+                        break
+                counter[1] += 1
+    return back, component
+
+
+def graph_to_dot(graph, results=None):
+    """Return ``graph`` as a Graphviz DOT ``digraph``.
+
+    Args:
+        graph: a `BatchProcessorsGraph`.
+        results: the dict a run of the graph returned (``{processor: [handles]}``);
+            when given, each processor's box also shows
+            ``ok N / failed N / cancelled N``.
+
+    Returns:
+        The DOT text. Processors are the nodes ``p0``, ``p1``... in the graph's order.
+
+    Raises:
+        TypeError: ``results`` is not such a dict.
+    """
+    if results is not None and not hasattr(results, "get"):
+        raise TypeError(
+            "to_dot(results=...) takes the dict a graph run returned ({processor: [handles]}), "
+            "got %r; for run_batch_processor()'s list, pass {processor: handles}" % (results,))
+    processors = graph.processors
+    edges = graph.edges
+    number = dict((id(processor), i) for i, processor in enumerate(processors))
+    successors = [[] for _ in processors]
+    for source, destination, _ in edges:
+        successors[number[id(source)]].append(number[id(destination)])
+    back, component = _walk(len(processors), successors)
+
+    lines = ["digraph batch_processors {", "  node [shape=box, style=rounded];"]
+    for i, (processor, label) in enumerate(zip(processors, processor_labels(processors))):
+        attributes = []
+        handles = results.get(processor) if results is not None else None
+        if handles is not None:
+            ok, failed, cancelled = count_outcomes(handles)
+            label = "%s\nok %d / failed %d / cancelled %d" % (label, ok, failed, cancelled)
+            if failed or cancelled:
+                attributes.append("color=red" if failed else "color=orange")
+        lines.append("  p%d [%s];" % (i, ", ".join(["label=%s" % dot_quote(label)] + attributes)))
+    for source, destination, converter in edges:
+        u, v = number[id(source)], number[id(destination)]
+        attributes = ["label=%s" % dot_quote(converter_name(converter))]
+        if component[u] == component[v]:
+            attributes.append("style=dashed")  # on a cycle
+        if (u, v) in back:
+            attributes.append("constraint=false")
+        lines.append("  p%d -> p%d [%s];" % (u, v, ", ".join(attributes)))
+    lines.append("}")
+    return "\n".join(lines) + "\n"

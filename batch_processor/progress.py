@@ -1,0 +1,243 @@
+"""``batch_processor.progress`` shows how a run is going, one line per processor.
+
+A runner given ``progress=True`` makes a `RunProgress` for the graph's processors
+and tells it when descriptors are fed to a processor (`RunProgress.fed`), when
+handles come back (`RunProgress.done`) and when the run is over
+(`RunProgress.close`). It draws a live ``tqdm`` bar per processor on stderr (done
+out of fed so far, with the counts of ok, failed and cancelled jobs), or, when
+``tqdm`` is not installed (``pip install batch_processor[progress]``), writes a plain
+line per processor that changed, at most twice a second. At the end it writes one
+summary line per processor::
+
+    Trainer: fed 40, ok 37, failed 2, cancelled 1
+
+Counting costs a few attribute reads per handle; the display is redrawn at most
+ten times a second, whatever the number of jobs. The module imports ``tqdm`` only
+when a run asks for progress.
+"""
+from __future__ import absolute_import, division, print_function
+
+import logging
+import sys
+import time
+
+from . import compat
+from .interface import describe
+
+__all__ = ["RunProgress", "count_outcomes", "processor_labels"]
+
+logger = logging.getLogger("batch_processor")
+
+#: Seconds between two redraws of the bars.
+BAR_INTERVAL = 0.1
+#: Seconds between two batches of plain lines (without tqdm).
+LINE_INTERVAL = 0.5
+
+_clock = getattr(time, "monotonic", time.time)
+_bar_class = []  # [the tqdm subclass], or [None] when tqdm cannot be imported
+
+
+def processor_labels(processors):
+    """Display names of ``processors``, in order.
+
+    A processor is named by its class, or by its class and a short identity
+    (`interface.describe`, as in log records and error messages) when another
+    processor of the list has the same class.
+    """
+    processors = list(processors)
+    counts = {}
+    for processor in processors:
+        name = type(processor).__name__
+        counts[name] = counts.get(name, 0) + 1
+    return [type(p).__name__ if counts[type(p).__name__] == 1 else describe(p)
+            for p in processors]
+
+
+def count_outcomes(handles):
+    """Return ``(ok, failed, cancelled)``: how the jobs of ``handles`` ended.
+
+    Every handle's future must be done, as the handles a processor gives back are.
+    """
+    failed = cancelled = 0
+    total = 0
+    for handle in handles:
+        total += 1
+        future = handle.future
+        if future.cancelled():
+            cancelled += 1
+        elif future.exception() is not None:
+            failed += 1
+    return total - failed - cancelled, failed, cancelled
+
+
+def _tqdm_class():
+    """A ``tqdm`` subclass without the monitor thread, or ``None`` without tqdm."""
+    if not _bar_class:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            _bar_class.append(None)
+        else:
+            class _Bar(tqdm):
+                # Redraws are throttled by RunProgress itself: tqdm's monitor thread,
+                # which corrects a too-large miniters, has nothing to do here.
+                monitor_interval = 0
+            _bar_class.append(_Bar)
+    return _bar_class[0]
+
+
+class RunProgress(object):
+    """Live progress of one run, per processor, on a stream (stderr by default).
+
+    Args:
+        processors: the processors of the run's graph, in the graph's order.
+        stream: where to write (``None``: ``sys.stderr`` as it is when created).
+        bars: ``None`` draws ``tqdm`` bars when tqdm can be imported and plain lines
+            otherwise; ``True`` requires tqdm; ``False`` writes plain lines.
+        interval: least seconds between two redraws (default `BAR_INTERVAL` for
+            bars, `LINE_INTERVAL` for plain lines).
+
+    Raises:
+        ImportError: ``bars=True`` and tqdm is not installed.
+    """
+
+    def __init__(self, processors, stream=None, bars=None, interval=None):
+        processors = list(processors)
+        self._stream = sys.stderr if stream is None else stream
+        self._labels = processor_labels(processors)
+        self._index = dict((id(p), i) for i, p in enumerate(processors))
+        # fed, ok, failed, cancelled per processor
+        self._stats = [[0, 0, 0, 0] for _ in processors]
+        self._changed = set()
+        self._timer = None
+        self._closed = False
+        self._broken = False
+        bar_class = None if bars is False else _tqdm_class()
+        if bars and bar_class is None:
+            raise ImportError("progress bars need tqdm: pip install tqdm "
+                              "(or batch_processor[progress])")
+        if interval is None:
+            interval = BAR_INTERVAL if bar_class is not None else LINE_INTERVAL
+        self._interval = interval
+        self._last = None  # when the display was last redrawn
+        self._bars = None
+        if bar_class is not None:
+            self._guard(self._open_bars, bar_class)
+
+    # -- what the runner calls --------------------------------------------------------
+
+    def fed(self, processor, count):
+        """``count`` descriptors were fed to ``processor``."""
+        index = self._index.get(id(processor))
+        if index is None or not count:
+            return
+        self._stats[index][0] += count
+        self._touch(index)
+
+    def done(self, processor, handles):
+        """``processor`` gave back ``handles`` (a list of finished handles)."""
+        index = self._index.get(id(processor))
+        if index is None or not handles:
+            return
+        ok, failed, cancelled = count_outcomes(handles)
+        stats = self._stats[index]
+        stats[1] += ok
+        stats[2] += failed
+        stats[3] += cancelled
+        self._touch(index)
+
+    def close(self):
+        """Show the final state, end the bars and write a summary line per processor."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._guard(self._finish)
+
+    # -- reading the counts -------------------------------------------------------
+
+    def counts(self, processor):
+        """``(fed, ok, failed, cancelled)`` of ``processor`` so far."""
+        return tuple(self._stats[self._index[id(processor)]])
+
+    def summary_lines(self):
+        """One ``"Name: fed N, ok N, failed N, cancelled N"`` line per processor."""
+        return ["%s: fed %d, ok %d, failed %d, cancelled %d" % ((label,) + tuple(stats))
+                for label, stats in zip(self._labels, self._stats)]
+
+    # -- drawing --------------------------------------------------------------------
+
+    def _touch(self, index):
+        self._changed.add(index)
+        if self._closed or self._broken:
+            return
+        now = _clock()
+        if self._last is None or now - self._last >= self._interval:
+            self._guard(self._redraw, now)
+        elif self._timer is None:
+            # Draw the latest counts even if nothing else happens for a while.
+            loop = compat.running_loop()
+            if loop is not None:
+                self._timer = loop.call_later(self._interval - (now - self._last), self._on_timer)
+
+    def _on_timer(self):
+        self._timer = None
+        if not self._closed and not self._broken and self._changed:
+            self._guard(self._redraw, _clock())
+
+    def _guard(self, method, *args):
+        """Run a drawing method; a display that fails never fails the run."""
+        if self._broken:
+            return
+        try:
+            method(*args)
+        except Exception:
+            self._broken = True
+            logger.warning("progress display failed; the run goes on without it", exc_info=True)
+
+    def _open_bars(self, bar_class):
+        self._bars = [
+            bar_class(total=0, desc=label, unit="job", file=self._stream, leave=True,
+                      mininterval=0, miniters=1, smoothing=0.1)
+            for label in self._labels]
+        self._last = _clock()
+
+    def _redraw(self, now):
+        self._last = now
+        changed, self._changed = sorted(self._changed), set()
+        if self._bars is not None:
+            for index in changed:
+                self._draw_bar(index)
+        else:
+            lines = []
+            for index in changed:
+                fed, ok, failed, cancelled = self._stats[index]
+                lines.append(
+                    "[batch_processor] %s: fed %d, done %d (ok %d, failed %d, cancelled %d)\n"
+                    % (self._labels[index], fed, ok + failed + cancelled, ok, failed, cancelled))
+            self._stream.write("".join(lines))
+            self._stream.flush()
+
+    def _draw_bar(self, index):
+        bar = self._bars[index]
+        fed, ok, failed, cancelled = self._stats[index]
+        bar.total = fed
+        bar.set_postfix_str("ok %d, failed %d, cancelled %d" % (ok, failed, cancelled),
+                            refresh=False)
+        delta = ok + failed + cancelled - bar.n
+        if delta:
+            bar.update(delta)  # draws at once (mininterval=0) and keeps the rate right
+        else:
+            bar.refresh()
+
+    def _finish(self):
+        if self._bars is not None:
+            if self._changed:
+                self._redraw(_clock())
+            bars, self._bars = self._bars, None
+            for bar in bars:
+                bar.close()
+        self._stream.write("".join(line + "\n" for line in self.summary_lines()))
+        self._stream.flush()

@@ -1,0 +1,242 @@
+"""Faults the runner survives: dying workers, unpicklable data, BaseException in
+threads, Ctrl-C, and runs that must stay quiet and leak-free."""
+from __future__ import absolute_import, division, print_function
+
+import gc
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+
+from batch_processor import (
+    BatchProcessorsGraph, CancelledError, SeparateBatchProcessor,
+    SeparateBatchProcessorSynchronous, SequentialBatchProcessorSynchronous,
+    run_batch_processor, run_batch_processors_graph)
+from batch_processor.compat import PY2, Return, coroutine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+py3_only = pytest.mark.skipif(
+    PY2, reason="the futures backport's process pool hangs when a worker dies (SPEC.md)")
+
+
+def _die_or_double(descriptor):
+    if descriptor == "die":
+        os._exit(3)
+    if descriptor == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if descriptor == "unpicklable-result":
+        return lambda: None
+    return descriptor * 2
+
+
+class PerJobPool(SeparateBatchProcessorSynchronous):
+    """Every job in a process pool of its own."""
+
+    @property
+    def _executor(self):
+        return ProcessPoolExecutor(1)
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        return _die_or_double(job_descriptor)
+
+
+class SharedPool(SeparateBatchProcessorSynchronous):
+    def __init__(self, pool):
+        super(SharedPool, self).__init__()
+        self.pool = pool
+
+    def __getstate__(self):
+        state = super(SharedPool, self).__getstate__()
+        state.pop("pool")
+        return state
+
+    @property
+    def _executor(self):
+        return self.pool
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        return _die_or_double(job_descriptor)
+
+
+def outcomes(handles):
+    """descriptor -> 'cancelled' | exception class | result."""
+    result = {}
+    for handle in handles:
+        future = handle.future
+        key = handle.descriptor if not callable(handle.descriptor) else "callable"
+        if future.cancelled():
+            result[key] = "cancelled"
+        elif future.exception() is not None:
+            result[key] = type(future.exception())
+        else:
+            result[key] = future.result()
+    return result
+
+
+@py3_only
+@pytest.mark.parametrize("how", ["die", "sigkill"])
+def test_a_dying_worker_fails_only_its_own_job_with_a_pool_per_job(how):
+    from concurrent.futures.process import BrokenProcessPool
+    handles = run_batch_processor(PerJobPool(), [1, how, 3])
+    assert len(handles) == 3
+    assert outcomes(handles) == {1: 2, how: BrokenProcessPool, 3: 6}
+
+
+@py3_only
+def test_a_dying_worker_of_a_shared_pool_fails_jobs_instead_of_hanging():
+    from concurrent.futures.process import BrokenProcessPool
+    pool = ProcessPoolExecutor(2)
+    try:
+        handles = run_batch_processor(SharedPool(pool), ["die"] + list(range(6)))
+    finally:
+        pool.shutdown(wait=False)
+    found = outcomes(handles)
+    assert len(handles) == 7
+    assert found["die"] is BrokenProcessPool
+    for value in range(6):  # done before the death, or failed by it: never lost
+        assert found[value] in (value * 2, BrokenProcessPool)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 8), reason="needs the pool's pickling-error reporting of 3.8+")
+def test_unpicklable_descriptor_and_result_fail_their_own_handles():
+    pool = ProcessPoolExecutor(1)
+    unpicklable = threading.Lock()
+    try:
+        handles = run_batch_processor(SharedPool(pool), [1, unpicklable, "unpicklable-result", 4])
+    finally:
+        pool.shutdown(wait=True)
+    by_descriptor = dict((id(h.descriptor), h.future) for h in handles)
+    assert len(handles) == 4
+    assert by_descriptor[id(unpicklable)].exception() is not None
+    assert by_descriptor[id("unpicklable-result")].exception() is not None
+    assert outcomes([h for h in handles if h.descriptor in (1, 4)]) == {1: 2, 4: 8}
+
+
+class RaisesBaseException(SeparateBatchProcessorSynchronous):
+    def _run_one_job_synchronous(self, job_descriptor):
+        if job_descriptor == "exit":
+            raise SystemExit(5)
+        if job_descriptor == "interrupt":
+            raise KeyboardInterrupt()
+        return job_descriptor
+
+
+@pytest.mark.parametrize("retry", [None, "retry"])
+def test_system_exit_and_keyboard_interrupt_in_a_worker_thread_stay_in_their_handles(retry):
+    from batch_processor import RetryPolicy
+    processor = RaisesBaseException(retry=RetryPolicy(attempts=2) if retry else None)
+    handles = run_batch_processor(processor, ["exit", "interrupt", "fine"])
+    found = outcomes(handles)
+    assert found == {"exit": SystemExit, "interrupt": KeyboardInterrupt, "fine": "fine"}
+
+
+SIGINT_SCRIPT = textwrap.dedent("""
+    import sys, threading
+    from batch_processor import SeparateBatchProcessorSynchronous, run_batch_processor
+
+    forever = threading.Event()
+    started = []
+
+    class Blocks(SeparateBatchProcessorSynchronous):
+        def _run_one_job_synchronous(self, job_descriptor):
+            started.append(job_descriptor)
+            if len(started) == 3:
+                sys.stdout.write("blocked\\n")
+                sys.stdout.flush()
+            forever.wait()
+
+    run_batch_processor(Blocks(max_parallel_jobs=3), range(10))
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_ends_a_run_with_threads_blocked_forever():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [ROOT, os.environ.get("PYTHONPATH")] if p))
+    child = subprocess.Popen([sys.executable, "-c", SIGINT_SCRIPT], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env)
+    try:
+        assert child.stdout.readline() == b"blocked\n"
+        child.send_signal(signal.SIGINT)
+        timer = threading.Timer(5.0, child.kill)  # a watchdog, not a synchronisation
+        timer.start()
+        try:
+            _, stderr = child.communicate()
+        finally:
+            timer.cancel()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode not in (0, -signal.SIGKILL), stderr
+    assert b"KeyboardInterrupt" in stderr
+    assert b"Traceback" in stderr
+
+
+class Flaky(SeparateBatchProcessor):
+    @coroutine
+    def _run_one_job(self, job_descriptor):
+        if job_descriptor % 3 == 0:
+            raise ValueError(job_descriptor)
+        raise Return(job_descriptor)
+
+
+class FlakyThreads(SequentialBatchProcessorSynchronous):
+    def _run_batch_synchronous(self, job_descriptors):
+        if 4 in job_descriptors:
+            raise RuntimeError("batch with 4")
+        return job_descriptors
+
+
+def _noisy_graph_run():
+    graph = BatchProcessorsGraph()
+    first, second = Flaky(), FlakyThreads(max_batch_size=2)
+    graph.add_connected_processors(
+        first, second, lambda *hs: [h.descriptor for h in hs if h.future.exception() is None])
+    return run_batch_processors_graph(graph, {first: range(20)})
+
+
+def test_failures_are_never_reported_as_lost_exceptions(capfd, caplog):
+    caplog.set_level(logging.DEBUG)
+    results = _noisy_graph_run()
+    del results
+    gc.collect()
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    loud = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert loud == []
+
+
+def _count_fds():
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        if os.path.isdir(folder):
+            return len(os.listdir(folder))
+    pytest.skip("no way to count open file descriptors here")
+
+
+def test_many_small_runs_leave_no_threads_fds_or_objects_behind():
+    def small_run():
+        handles = run_batch_processor(FlakyThreads(), range(3))
+        assert len(handles) == 3
+        _noisy_graph_run()
+
+    for _ in range(100):  # warm up caches, pools and lazily created state
+        small_run()
+    gc.collect()
+    threads = set(threading.enumerate())
+    fds, objects = _count_fds(), len(gc.get_objects())
+    for _ in range(1000):
+        small_run()
+    gc.collect()
+    for thread in set(threading.enumerate()) - threads:
+        thread.join(10)  # idle workers of collected executors are on their way out
+    assert threading.active_count() <= len(threads)
+    assert _count_fds() <= fds
+    # Flat: a leak of even one object per run would add 1,000.
+    assert len(gc.get_objects()) - objects < 500
