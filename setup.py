@@ -30,6 +30,7 @@ setup(
     ],
     extras_require={
         "progress": ["tqdm"],
+        "uvloop": ['uvloop; python_version >= "3.8"'],
         "dask": ['distributed; python_version >= "3.8"'],
         "bench": ['pypeln; python_version >= "3.7"', 'aiostream; python_version >= "3.7"'],
     },

@@ -12,14 +12,17 @@ from __future__ import absolute_import, division, print_function
 import collections
 import functools
 
+if False:  # type checkers only
+    from typing import Optional  # noqa: F401
+
 __all__ = ["SynchronousMixin"]
 
 
 class SynchronousMixin(object):
     """Executor plumbing for a `BaseBatchProcessor` subclass."""
 
-    #: Workers of the default executor; ``None`` lets the subclass choose.
-    _bp_default_workers = None
+    #: Workers of the default executor; ``None``: the standard library's default.
+    _bp_default_workers = None  # type: Optional[int]
 
     def _bp_reset_executor(self):
         self._bp_completed = collections.deque()

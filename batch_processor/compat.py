@@ -82,7 +82,7 @@ if PY2:  # pragma: no cover - exercised by the py27 environment
 
 else:
     import asyncio
-    from ._compat_py3 import From, Return, as_future, coroutine
+    from ._compat_py3 import From, Return, as_future, coroutine  # noqa: F401
 
     def new_future(loop):
         """Return a new pending future of ``loop``."""

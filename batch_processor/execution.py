@@ -23,7 +23,8 @@ from . import compat
 from .compat import CancelledError, From, Return, asyncio, coroutine
 from .interface import (
     AbstractBatchProcessor, BaseBatchProcessor, ConverterError, GraphError, Handle,
-    ProcessorState, ProcessorStateError, RunTimeoutError, as_descriptor_list, describe)
+    BatchProcessorResultHandle, ProcessorState, ProcessorStateError, RunTimeoutError,
+    as_descriptor_list, describe)
 
 __all__ = [
     "BatchProcessorsGraph",
@@ -33,6 +34,14 @@ __all__ = [
     "run_batch_processors_graph",
     "run_batch_processors_graph_async",
 ]
+
+if False:  # type checkers only: typing is not in Python 2's standard library
+    from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional  # noqa: F401
+
+    Handles = List[BatchProcessorResultHandle]
+    Results = Dict[AbstractBatchProcessor, Handles]
+    Initial = Mapping[AbstractBatchProcessor, Iterable[Any]]
+    Kept = Optional[Iterable[AbstractBatchProcessor]]
 
 logger = logging.getLogger("batch_processor")
 
@@ -53,6 +62,7 @@ class BatchProcessorsGraph(object):
         self._edges = []
 
     def add_processor(self, processor):
+        # type: (AbstractBatchProcessor) -> None
         """Add ``processor``; adding the same instance again changes nothing."""
         if not isinstance(processor, AbstractBatchProcessor):
             raise TypeError(
@@ -64,6 +74,7 @@ class BatchProcessorsGraph(object):
             self._processors.append(processor)
 
     def add_connected_processors(self, source, destination, converter):
+        # type: (AbstractBatchProcessor, AbstractBatchProcessor, Callable[..., Iterable[Any]]) -> None
         """Add both processors and the edge ``source -> destination`` through ``converter``.
 
         ``converter(*handles)`` gets the handles of one ``get_ready()`` of ``source``
@@ -83,6 +94,7 @@ class BatchProcessorsGraph(object):
 
     @property
     def processors(self):
+        # type: () -> List[AbstractBatchProcessor]
         """The processors, in the order they were added."""
         return list(self._processors)
 
@@ -92,6 +104,7 @@ class BatchProcessorsGraph(object):
         return list(self._edges)
 
     def to_dot(self, results=None):
+        # type: (Optional[Results]) -> str
         """The graph in Graphviz DOT: processors by class, edges by converter name.
 
         Args:
@@ -110,7 +123,7 @@ class BatchProcessorsGraph(object):
 
 
 # Processors taking part in a run now, by id: one run at a time each.
-_claimed = {}
+_claimed = {}  # type: Dict[int, _Run]
 _claimed_lock = threading.Lock()
 
 
@@ -145,7 +158,8 @@ class _Run(object):
         for processor in processors:
             handles = []
             self.results[processor] = handles
-            nodes[id(processor)] = _Node(processor, handles if kept_ids is None or id(processor) in kept_ids else None)
+            kept = kept_ids is None or id(processor) in kept_ids
+            nodes[id(processor)] = _Node(processor, handles if kept else None)
         for source, destination, converter in graph.edges:
             nodes[id(source)].out.append((nodes[id(destination)], converter))
         self.nodes = nodes
@@ -453,6 +467,7 @@ def _run_async(graph, initial_descriptors, timeout, keep_results, progress):
 
 def run_batch_processors_graph_async(graph, initial_descriptors, timeout=None,
                                      keep_results=None, progress=False):
+    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool) -> Any
     """The awaitable form of `run_batch_processors_graph`, for a running loop."""
     return _run_async(graph, initial_descriptors, timeout, keep_results, progress)
 
@@ -476,17 +491,18 @@ def _run_one_async(batch_processor, descriptors, timeout, keep_results, progress
 
 def run_batch_processor_async(batch_processor, descriptors, timeout=None, keep_results=None,
                               progress=False):
+    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool) -> Any
     """The awaitable form of `run_batch_processor`, for a running loop."""
     return _run_one_async(batch_processor, descriptors, timeout, keep_results, progress)
 
 
-def _run_sync(name, coroutine_function, *args):
+def _run_sync(name, loop_factory, coroutine_function, *args):
     if compat.running_loop() is not None:
         raise RuntimeError(
             "%s() cannot run inside a running event loop; use %s_async() there "
             "(`await %s_async(...)`, or `yield From(%s_async(...))` with trollius)"
             % (name, name, name, name))
-    loop = asyncio.new_event_loop()
+    loop = (loop_factory or asyncio.new_event_loop)()
     token = compat.enter_loop(loop)
     try:
         return compat.run_until_complete(loop, coroutine_function(*args))
@@ -509,7 +525,8 @@ def _cancel_leftovers(loop):
 
 
 def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_results=None,
-                               progress=False):
+                               progress=False, loop_factory=None):
+    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[Callable[[], Any]]) -> Results
     """Run ``graph`` until nothing is left to do; return ``{processor: [handles]}``.
 
     Args:
@@ -519,6 +536,8 @@ def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_re
         keep_results: ``None`` keeps every handle; an iterable of processors keeps
             the handles of those only (the others get empty lists).
         progress: show live progress per processor on stderr.
+        loop_factory: makes the run's event loop (default: ``asyncio.new_event_loop``);
+            ``uvloop.new_event_loop`` runs the graph on uvloop.
 
     Returns:
         A dict with a key for every processor of the graph, in the graph's order,
@@ -532,20 +551,26 @@ def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_re
         ProcessorStateError: a processor is in another running graph.
         RuntimeError: called inside a running event loop.
     """
-    return _run_sync("run_batch_processors_graph", _run_async, graph, initial_descriptors,
-                     timeout, keep_results, progress)
+    return _run_sync("run_batch_processors_graph", loop_factory, _run_async, graph,
+                     initial_descriptors, timeout, keep_results, progress)
 
 
 def run_batch_processor(batch_processor, descriptors, timeout=None, keep_results=None,
-                        progress=False):
-    """Run one processor over ``descriptors``; return a list with one handle per descriptor."""
-    return _run_sync("run_batch_processor", _run_one_async, batch_processor, descriptors,
-                     timeout, keep_results, progress)
+                        progress=False, loop_factory=None):
+    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[Callable[[], Any]]) -> Handles
+    """Run one processor over ``descriptors``; return a list with one handle per descriptor.
+
+    The keyword arguments are those of `run_batch_processors_graph`.
+    """
+    return _run_sync("run_batch_processor", loop_factory, _run_one_async, batch_processor,
+                     descriptors, timeout, keep_results, progress)
 
 
 def run_batch_processor_single(batch_processor, descriptor, timeout=None, keep_results=None,
-                               progress=False):
+                               progress=False, loop_factory=None):
+    # type: (AbstractBatchProcessor, Any, Optional[float], Kept, bool, Optional[Callable[[], Any]]) -> BatchProcessorResultHandle
     """Run one processor over one descriptor; return its handle (legacy convenience)."""
     handles = run_batch_processor(batch_processor, [descriptor], timeout=timeout,
-                                  keep_results=keep_results, progress=progress)
+                                  keep_results=keep_results, progress=progress,
+                                  loop_factory=loop_factory)
     return handles[0]

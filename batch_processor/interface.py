@@ -35,10 +35,14 @@ __all__ = [
     "describe",
 ]
 
+if False:  # type checkers only: typing is not in Python 2's standard library
+    from typing import Any, Iterable, List, Set  # noqa: F401
+
 logger = logging.getLogger("batch_processor")
 
 
 def describe(processor):
+    # type: (Any) -> str
     """A short name for ``processor`` in messages: its class and a short identity."""
     return "%s@%x" % (type(processor).__name__, id(processor) & 0xFFFFFF)
 
@@ -134,6 +138,7 @@ class AbstractBatchProcessor(object):
 
     @abc.abstractmethod
     def feed_new(self, descriptors):
+        # type: (Iterable[Any]) -> None
         """Ask to run one job per descriptor of the iterable ``descriptors``.
 
         Returns at once. Call it from the event loop's thread.
@@ -145,6 +150,7 @@ class AbstractBatchProcessor(object):
 
     @abc.abstractmethod
     def get_ready(self):
+        # type: () -> Set[BatchProcessorResultHandle]
         """Return the `set` of handles of the jobs finished since the last call.
 
         Never blocks; every handle's future is done.
@@ -152,27 +158,31 @@ class AbstractBatchProcessor(object):
 
     @abc.abstractmethod
     def wait_ready(self):
+        # type: () -> Any
         """Return an awaitable done when `get_ready` has something, or nothing is in flight."""
 
     @abc.abstractproperty
     def in_flight(self):
+        # type: () -> int
         """The number of descriptors fed and not yet returned by `get_ready`."""
 
     @abc.abstractproperty
     def state(self):
+        # type: () -> ProcessorState
         """The `ProcessorState` of the processor."""
 
     @abc.abstractmethod
     def stop(self):
+        # type: () -> Any
         """Accept no new feeds; let the fed jobs end. Returns an awaitable done when they have."""
 
     @abc.abstractmethod
     def kill(self):
+        # type: () -> None
         """End every unfinished job as cancelled, at once, and ask its work to stop."""
 
 
 _RUNTIME_PREFIX = "_bp_"
-_NOTHING = object()
 
 
 class BaseBatchProcessor(AbstractBatchProcessor):
@@ -290,7 +300,7 @@ class BaseBatchProcessor(AbstractBatchProcessor):
         return ready
 
     def wait_ready(self):
-        loop = self._bp_current_loop()
+        self._bp_current_loop()
         waiter = self._bp_new_future()
         if self._bp_ready or not self._bp_unfinished:
             waiter.set_result(None)
@@ -387,21 +397,21 @@ class BaseBatchProcessor(AbstractBatchProcessor):
         A method that raises, or returns no coroutine, gives a failed future: the
         job's handle reports it and the run goes on.
         """
-        job = _NOTHING
         try:
             job = method(argument)
-            if type(job) is compat.CoroutineType:
-                return self._bp_loop.create_task(job)
-            return compat.as_future(job, self._bp_loop)
         except compat.CancelledError:
             raise
         except Exception as exc:
-            if job is not _NOTHING:
-                exc = TypeError(
-                    "%s.%s() returned %r; it must return a coroutine (write it as `async def`, "
-                    "or decorate it with batch_processor.compat.coroutine)"
-                    % (describe(self), method.__name__, job))
             return self._bp_failed_future(exc)
+        if type(job) is compat.CoroutineType:
+            return self._bp_loop.create_task(job)
+        try:
+            return compat.as_future(job, self._bp_loop)
+        except TypeError:
+            return self._bp_failed_future(TypeError(
+                "%s.%s() returned %r; it must return a coroutine (write it as `async def`, "
+                "or decorate it with batch_processor.compat.coroutine)"
+                % (describe(self), method.__name__, job)))
 
     def _bp_result_future(self, result):
         future = self._bp_new_future()

@@ -14,9 +14,7 @@ import collections
 import numbers
 
 import attr
-import six
 
-from . import compat
 from ._synchronous import SynchronousMixin
 from .compat import CancelledError, From, Return, asyncio, coroutine
 from .interface import BaseBatchProcessor, Handle, JobTimeoutError, describe

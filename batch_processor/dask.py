@@ -1,0 +1,56 @@
+"""``batch_processor.dask`` runs the jobs of Synchronous processors on a Dask cluster.
+
+Mix `DaskExecutorMixin` into ``SeparateBatchProcessorSynchronous`` or
+``SequentialBatchProcessorSynchronous`` and give it a ``distributed.Client``::
+
+    class Train(DaskExecutorMixin, SeparateBatchProcessorSynchronous):
+        def _run_one_job_synchronous(self, config):
+            return fit_and_score(config)
+
+    with distributed.Client("tcp://scheduler:8786") as client:
+        handles = run_batch_processor(Train(client, max_parallel_jobs=64), configs)
+
+Jobs go through ``client.get_executor(pure=False)``, so two jobs with equal
+descriptors are two tasks on the cluster. ``kill()`` (and a run's timeout) cancel
+the cluster's futures of the unfinished jobs; a job already running on a worker is
+abandoned there, as a thread job is. The processor travels to the workers without
+its client and runtime state. Needs the ``[dask]`` extra (Python 3).
+"""
+from __future__ import absolute_import, division, print_function
+
+__all__ = ["DaskExecutorMixin", "local_client"]
+
+
+class DaskExecutorMixin(object):
+    """Runs a Synchronous processor's jobs on the cluster of a ``distributed.Client``.
+
+    Args:
+        client: a connected ``distributed.Client``.
+        *args, **kwargs: passed on to the processor class (``max_parallel_jobs``...).
+    """
+
+    def __init__(self, client, *args, **kwargs):
+        super(DaskExecutorMixin, self).__init__(*args, **kwargs)
+        # ``_bp_`` attributes are runtime state: they are not pickled to the workers.
+        self._bp_dask_client = client
+        self._bp_dask_executor = client.get_executor(pure=False)
+
+    @property
+    def client(self):
+        """The ``distributed.Client`` the jobs run through."""
+        return self._bp_dask_client
+
+    @property
+    def _executor(self):
+        return self._bp_dask_executor
+
+
+def local_client(n_workers=2, threads_per_worker=1, **kwargs):
+    """A ``distributed.Client`` of a new ``LocalCluster`` of worker processes.
+
+    Close the client, then its ``cluster``, when done (or use both as context managers).
+    """
+    from distributed import Client, LocalCluster
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                           processes=True, dashboard_address=None, **kwargs)
+    return Client(cluster)

@@ -1,0 +1,69 @@
+"""The Dask integration against a real LocalCluster with worker processes (no mocks)."""
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from batch_processor import (  # noqa: E402
+    RunTimeoutError, SeparateBatchProcessorSynchronous, SequentialBatchProcessorSynchronous,
+    run_batch_processor)
+from batch_processor.dask import DaskExecutorMixin, local_client  # noqa: E402
+
+
+class Square(DaskExecutorMixin, SeparateBatchProcessorSynchronous):
+    def _run_one_job_synchronous(self, job_descriptor):
+        if job_descriptor < 0:
+            raise ValueError("negative: %r" % job_descriptor)
+        import os
+        return job_descriptor * job_descriptor, os.getpid()
+
+
+class Sums(DaskExecutorMixin, SequentialBatchProcessorSynchronous):
+    def _run_batch_synchronous(self, job_descriptors):
+        return [sum(job_descriptors)] * len(job_descriptors)
+
+
+class WaitsForRelease(DaskExecutorMixin, SeparateBatchProcessorSynchronous):
+    def _run_one_job_synchronous(self, job_descriptor):
+        distributed.Event("release-jobs").wait()
+        return job_descriptor
+
+
+@pytest.fixture(scope="module")
+def client():
+    with local_client(n_workers=2) as client:
+        yield client
+        client.cluster.close()
+
+
+def test_jobs_run_on_the_cluster_workers(client):
+    import os
+    handles = run_batch_processor(Square(client, max_parallel_jobs=4), [3, 3, -1, 5])
+    assert len(handles) == 4
+    outcomes = sorted(repr(h.future.exception()) if h.future.exception() else str(h.future.result()[0])
+                      for h in handles)
+    assert outcomes == ["25", "9", "9", "ValueError('negative: -1')"]
+    pids = set(h.future.result()[1] for h in handles if h.future.exception() is None)
+    assert os.getpid() not in pids  # ran in the worker processes
+
+
+def test_sequential_batches_run_on_the_cluster(client):
+    handles = run_batch_processor(Sums(client), [1, 2, 3])
+    assert sorted(h.future.result() for h in handles) == [6, 6, 6]
+
+
+def test_kill_cancels_the_cluster_futures(client):
+    processor = WaitsForRelease(client)
+    release = distributed.Event("release-jobs", client=client)
+    try:
+        with pytest.raises(RunTimeoutError) as raised:
+            run_batch_processor(processor, range(4), timeout=2)
+        handles = raised.value.results
+        assert len(handles) == 4
+        assert all(h.future.cancelled() for h in handles)
+
+        # kill() cancelled the cluster's futures: the client no longer tracks them
+        # as wanted (the scheduler is told to forget them).
+        assert [state.status for state in client.futures.values()
+                if state.status == "pending"] == []
+    finally:
+        release.set()
