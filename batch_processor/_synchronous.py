@@ -34,8 +34,9 @@ class SynchronousMixin(object):
         """The `concurrent.futures.Executor` the jobs run in.
 
         Override it to choose another one (a process pool, a cluster's executor, a
-        fresh ``UnsafeThreadPoolExecutor(1)`` per job...). The default is a thread
-        pool with daemon threads owned by the processor.
+        fresh ``UnsafeThreadPoolExecutor(1)`` per job...); ``None`` means the event
+        loop's default executor, as with ``loop.run_in_executor()``. The default is a
+        thread pool with daemon threads owned by the processor.
         """
         executor = self.__dict__.get("_bp_default_executor")
         if executor is None:
@@ -46,6 +47,8 @@ class SynchronousMixin(object):
 
     def _bp_submit(self, executor, function, argument):
         """Run ``function(argument)`` in ``executor``; return a future of the processor's loop."""
+        if executor is None:  # as with run_in_executor(): the loop's default executor
+            return self._bp_loop.run_in_executor(None, function, argument)
         future = self._bp_new_future()
         try:
             executor_future = executor.submit(function, argument)

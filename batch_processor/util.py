@@ -1,23 +1,21 @@
 """Thread pool whose daemon workers never hold up interpreter exit.
 
 ``UnsafeThreadPoolExecutor`` behaves like ``concurrent.futures.ThreadPoolExecutor``
-but its workers are daemon threads that nobody joins at exit, so a hung job cannot
-block the end of the program or of a killed run.  It is "unsafe" in that such a job
-is simply abandoned.
+but its workers are daemon threads that nobody joins at exit: a hung job is simply
+abandoned (hence "unsafe") instead of blocking the end of the program or of a run.
 
-Daemon threads that wake up while the interpreter tears itself down are a known way
-to crash Python 2.7, so exit is handled with care on every version:
+Daemon threads woken while the interpreter tears itself down are a known way to
+crash Python 2.7, so exit is handled with care, the same way on every version:
 
-* an ``atexit`` handler (it runs before any module is torn down) cancels queued jobs
-  and makes every idle worker exit, and waits for those; after it no worker waits on
-  a queue that could wake it, and nothing starts a job or a thread any more;
-* a worker whose job ends after that handler ran completes the job's future and then
-  parks on a lock that is never released.  It uses only locals and default
-  arguments from the moment its job returns, so it does not care which module
-  globals have already been cleared.
+* an ``atexit`` handler, which runs before any module is torn down, cancels queued
+  jobs, makes every idle worker exit and waits for those; after it no worker waits
+  on a queue, and no job or thread is started any more;
+* a worker whose job ends after that completes the job's future and parks for good
+  on a lock nobody releases.  From the moment its job returns it uses only locals
+  and default arguments, so module globals already cleared do not matter to it.
 
-Only the public ``concurrent.futures`` API is used, so the same code works with the
-``futures`` backport on Python 2.7 and the standard library on Python 3.6 to 3.13.
+Only the public ``concurrent.futures`` API is used: it is the same in the
+``futures`` backport on Python 2.7 and in the standard library of Python 3.6-3.13.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -37,6 +35,7 @@ _EXITING = []  # made non-empty by the atexit handler: the interpreter is exitin
 _PARK = threading.Lock()  # held forever: workers that finish a job at exit block on it
 _PARK.acquire()
 _POOLS = weakref.WeakSet()  # the _Pool of every executor or worker still alive
+_POOLS_LOCK = threading.Lock()  # a WeakSet must not grow while being listed
 _COUNTER = itertools.count()
 
 
@@ -143,7 +142,8 @@ class UnsafeThreadPoolExecutor(Executor):
         self._prefix = thread_name_prefix or "UnsafeThreadPoolExecutor-%d" % next(_COUNTER)
         self._shutdown = False
         self._pool = pool = _Pool()
-        _POOLS.add(pool)
+        with _POOLS_LOCK:
+            _POOLS.add(pool)
 
         def wake_on_collect(_, work_queue=pool.queue, exiting=_EXITING):
             if not exiting:  # once exiting, nobody waits on the queue
@@ -203,7 +203,8 @@ def _python_exit():
     idle here is sure to see ``_EXITING`` set and to exit without starting its job.
     """
     _EXITING.append(True)
-    pools = list(_POOLS)
+    with _POOLS_LOCK:
+        pools = list(_POOLS)
     for pool in pools:
         with pool.lock:
             pool.stop(cancel_futures=True)

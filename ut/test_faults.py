@@ -240,3 +240,16 @@ def test_many_small_runs_leave_no_threads_fds_or_objects_behind():
     assert _count_fds() <= fds
     # Flat: a leak of even one object per run would add 1,000.
     assert len(gc.get_objects()) - objects < 500
+
+
+class OnTheLoopsExecutor(SeparateBatchProcessorSynchronous):
+    _executor = None
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        return threading.current_thread().name, job_descriptor
+
+
+def test_an_executor_of_none_means_the_loops_default_executor():
+    handles = run_batch_processor(OnTheLoopsExecutor(), [1, 2])
+    assert sorted(h.future.result()[1] for h in handles) == [1, 2]
+    assert all(h.future.result()[0] != threading.current_thread().name for h in handles)
