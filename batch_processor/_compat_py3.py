@@ -10,7 +10,7 @@ import functools
 import inspect
 import types
 
-__all__ = ["From", "Return", "as_future", "coroutine"]
+__all__ = ["DONE", "From", "Return", "as_future", "coroutine"]
 
 
 class Return(Exception):
@@ -103,8 +103,31 @@ def as_future(obj, loop):
         return loop.create_task(obj)
     if asyncio.isfuture(obj):
         return obj
-    if inspect.isgenerator(obj):
+    if inspect.isgenerator(obj):  # trollius style: it yields futures, not ``yield from``
         return loop.create_task(_drive(obj))
+    if asyncio.iscoroutine(obj):  # e.g. the debug-mode CoroWrapper of Python 3.6
+        return loop.create_task(obj)
     if inspect.isawaitable(obj):
         return loop.create_task(_await(obj))
     raise TypeError("expected a coroutine or a future, got %r" % (obj,))
+
+
+class _Done(object):
+    """An awaitable that is done at once and belongs to no event loop."""
+
+    __slots__ = ()
+
+    def __await__(self):
+        return iter(())
+
+    def done(self):
+        return True
+
+    def result(self):
+        return None
+
+    def __repr__(self):
+        return "<done>"
+
+
+DONE = _Done()

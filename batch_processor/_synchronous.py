@@ -11,11 +11,28 @@ from __future__ import absolute_import, division, print_function
 
 import collections
 import functools
+import logging
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+
+from . import compat
+from .interface import describe
 
 if False:  # type checkers only
     from typing import Optional  # noqa: F401
 
 __all__ = ["SynchronousMixin"]
+
+logger = logging.getLogger("batch_processor")
+
+
+def _call_method(processor, method_name, argument):
+    """``processor.method_name(argument)``, submitted as a module function.
+
+    Python 2 cannot pickle a bound method; a process pool can pickle this
+    function, the processor (without its runtime state) and the method's name.
+    """
+    return getattr(processor, method_name)(argument)
 
 
 class SynchronousMixin(object):
@@ -45,13 +62,16 @@ class SynchronousMixin(object):
             self._bp_default_executor = executor
         return executor
 
-    def _bp_submit(self, executor, function, argument):
-        """Run ``function(argument)`` in ``executor``; return a future of the processor's loop."""
+    def _bp_submit(self, executor, method_name, argument):
+        """Run ``self.method_name(argument)`` in ``executor``; return a future of the processor's loop."""
         if executor is None:  # as with run_in_executor(): the loop's default executor
-            return self._bp_loop.run_in_executor(None, function, argument)
+            return self._bp_loop.run_in_executor(None, _call_method, self, method_name, argument)
         future = self._bp_new_future()
         try:
-            executor_future = executor.submit(function, argument)
+            if compat.PY2 and isinstance(executor, ProcessPoolExecutor):
+                # The futures backport hangs on what it cannot pickle: find out first.
+                pickle.dumps((self, method_name, argument), pickle.HIGHEST_PROTOCOL)
+            executor_future = executor.submit(_call_method, self, method_name, argument)
         except Exception as exc:  # a shut-down or broken executor fails this job only
             future.set_exception(exc)
             return future
@@ -92,11 +112,16 @@ class SynchronousMixin(object):
         """Cancel the loop future ``future`` and, if it can, the work behind it."""
         executor_future = self._bp_executor_futures.pop(future, None)
         if executor_future is not None:
-            executor_future.cancel()  # a job already running in a thread is abandoned
+            self._bp_cancel_executor_future_of(executor_future)
         future.cancel()
 
     def _bp_cancel_executor_futures(self):
         pending, self._bp_executor_futures = self._bp_executor_futures, {}
         for future, executor_future in pending.items():
-            executor_future.cancel()
+            self._bp_cancel_executor_future_of(executor_future)
             future.cancel()
+
+    def _bp_cancel_executor_future_of(self, executor_future):
+        if not executor_future.cancel() and not executor_future.done():
+            logger.warning("%s: a job already running in its executor cannot be interrupted; "
+                           "it is abandoned and its result will be discarded", describe(self))

@@ -35,6 +35,9 @@ if PY2:  # pragma: no cover - exercised by the py27 environment
         """Return a new pending future of ``loop``."""
         return asyncio.Future(loop=loop)
 
+    #: An awaitable done at once and tied to no loop: trollius has none.
+    DONE = None
+
     def running_loop():
         """Return the event loop running in this thread, or ``None``."""
         loop = asyncio.get_event_loop_policy()._local._loop
@@ -82,7 +85,7 @@ if PY2:  # pragma: no cover - exercised by the py27 environment
 
 else:
     import asyncio
-    from ._compat_py3 import From, Return, as_future, coroutine  # noqa: F401
+    from ._compat_py3 import DONE, From, Return, as_future, coroutine  # noqa: F401
 
     def new_future(loop):
         """Return a new pending future of ``loop``."""

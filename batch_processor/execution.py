@@ -165,15 +165,15 @@ class _Run(object):
         self.nodes = nodes
         feeds = _initial_feeds(graph, initial_descriptors, nodes)
         self.progress = None
-        if progress:
-            from .progress import RunProgress
-            self.progress = RunProgress(processors)
         self.future = compat.new_future(loop)
         self._dirty = collections.deque()
         self._busy = set()
         self._scheduled = False
         self._timer = None
         self._claim()
+        if progress:
+            from .progress import RunProgress
+            self.progress = RunProgress(processors)
         try:
             for node in six.itervalues(nodes):
                 if node.fast:
@@ -255,6 +255,8 @@ class _Run(object):
     # -- the work -------------------------------------------------------------------
 
     def _feed(self, node, descriptors):
+        if not descriptors:
+            return
         processor = node.processor
         try:
             if node.fast:

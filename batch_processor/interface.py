@@ -300,12 +300,10 @@ class BaseBatchProcessor(AbstractBatchProcessor):
         return ready
 
     def wait_ready(self):
-        self._bp_current_loop()
-        waiter = self._bp_new_future()
         if self._bp_ready or not self._bp_unfinished:
-            waiter.set_result(None)
-        else:
-            self._bp_waiters.append(waiter)
+            return self._bp_done_future()
+        waiter = self._bp_new_future()
+        self._bp_waiters.append(waiter)
         return waiter
 
     def stop(self):
@@ -375,6 +373,10 @@ class BaseBatchProcessor(AbstractBatchProcessor):
             self._bp_wake_waiters()  # nothing in flight any more
 
     def _bp_done_future(self):
+        loop = self._bp_loop
+        if (loop is None or loop.is_closed()) and compat.DONE is not None \
+                and compat.running_loop() is None:
+            return compat.DONE  # outside any loop (Python 3): nothing to bind to
         self._bp_current_loop()
         future = self._bp_new_future()
         future.set_result(None)

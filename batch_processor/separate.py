@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 import abc
 import collections
+import logging
 import numbers
 
 import attr
@@ -20,6 +21,9 @@ from .compat import CancelledError, From, Return, asyncio, coroutine
 from .interface import BaseBatchProcessor, Handle, JobTimeoutError, describe
 
 __all__ = ["RetryPolicy", "SeparateBatchProcessor", "SeparateBatchProcessorSynchronous"]
+
+logger = logging.getLogger("batch_processor")
+_DEBUG = logging.DEBUG
 
 _NOTHING = object()
 
@@ -117,11 +121,15 @@ class _SeparateBase(BaseBatchProcessor):
             if plain:
                 self._bp_launch(descriptor)
             else:
+                if logger.isEnabledFor(_DEBUG):
+                    logger.debug("%s: job %r starts", describe(self), descriptor)
                 task = self._bp_loop.create_task(self._bp_attempts(descriptor))
                 running[task] = descriptor
                 task.add_done_callback(self._bp_attempts_done)
 
     def _bp_launch(self, descriptor):
+        if logger.isEnabledFor(_DEBUG):
+            logger.debug("%s: job %r starts", describe(self), descriptor)
         future = self._bp_attempt(descriptor)
         self._bp_running[future] = descriptor
         future.add_done_callback(self._bp_job_done)
@@ -132,6 +140,8 @@ class _SeparateBase(BaseBatchProcessor):
             future.exception()  # retrieved: the handle carries it
         if descriptor is _NOTHING:
             return  # killed: its handle was made then
+        if logger.isEnabledFor(_DEBUG):
+            _log_end(self, descriptor, future)
         ready = self._bp_ready
         ready.append(Handle(descriptor, future))
         self._bp_unfinished -= 1
@@ -149,6 +159,8 @@ class _SeparateBase(BaseBatchProcessor):
             outcome = task.result()  # the last attempt's future
         if descriptor is _NOTHING:
             return
+        if logger.isEnabledFor(_DEBUG):
+            _log_end(self, descriptor, outcome)
         self._bp_add_ready([Handle(descriptor, outcome)])
         if self._bp_queue:
             self._bp_fill()
@@ -182,7 +194,10 @@ class _SeparateBase(BaseBatchProcessor):
             try:
                 yield From(_settled(future, self._bp_new_future()))
             except CancelledError:
-                self._bp_cancel_attempt(future)
+                if not future.done():
+                    self._bp_cancel_attempt(future)
+                elif not future.cancelled():
+                    future.exception()  # ended as we were killed: nobody else will look
                 raise
             finally:
                 if timer is not None:
@@ -198,10 +213,14 @@ class _SeparateBase(BaseBatchProcessor):
                     or not isinstance(exc, policy.retry_on)):
                 raise Return(future)
             delay = policy.delay(attempt)
+            logger.warning("%s: attempt %d of %d of the job %r failed (%r); retrying in %s s",
+                           describe(self), attempt, policy.attempts, descriptor, exc, delay)
             if delay > 0:
                 yield From(asyncio.sleep(delay))
 
     def _bp_expire(self, future, expired):
+        logger.warning("%s: an attempt ran longer than job_timeout=%s s and is cancelled",
+                       describe(self), self.job_timeout)
         expired.append(True)
         self._bp_cancel_attempt(future)
 
@@ -213,6 +232,16 @@ class _SeparateBase(BaseBatchProcessor):
         descriptors.extend(self._bp_queue)
         self._bp_queue.clear()
         return descriptors
+
+
+def _log_end(processor, descriptor, future):
+    if future.cancelled():
+        outcome = "is cancelled"
+    elif future.exception() is not None:
+        outcome = "failed: %r" % (future.exception(),)
+    else:
+        outcome = "succeeded"
+    logger.debug("%s: job %r %s", describe(processor), descriptor, outcome)
 
 
 def _settled(future, waiter):
@@ -264,7 +293,7 @@ class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
         """Run one job and return its result (called in an executor's worker)."""
 
     def _bp_attempt(self, descriptor):
-        return self._bp_submit(self._executor, self._run_one_job_synchronous, descriptor)
+        return self._bp_submit(self._executor, "_run_one_job_synchronous", descriptor)
 
     def _bp_cancel_attempt(self, future):
         self._bp_cancel_executor_future(future)

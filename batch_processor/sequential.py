@@ -12,12 +12,15 @@ from __future__ import absolute_import, division, print_function
 
 import abc
 import collections
+import logging
 import numbers
 
 from ._synchronous import SynchronousMixin
 from .interface import BaseBatchProcessor, Handle, describe
 
 __all__ = ["SequentialBatchProcessor", "SequentialBatchProcessorSynchronous"]
+
+logger = logging.getLogger("batch_processor")
 
 
 class _SequentialBase(BaseBatchProcessor):
@@ -60,6 +63,7 @@ class _SequentialBase(BaseBatchProcessor):
             popleft = queue.popleft
             batch = [popleft() for _ in range(size)]
         self._bp_batch = batch
+        logger.debug("%s: a batch of %d descriptors starts", describe(self), len(batch))
         future = self._bp_batch_future = self._bp_launch_batch(batch)
         future.add_done_callback(self._bp_batch_done)
 
@@ -83,6 +87,7 @@ class _SequentialBase(BaseBatchProcessor):
                 handles = [Handle(d, make(r)) for d, r in zip(batch, results)]
             else:
                 handles = [Handle(d, self._bp_failed_future(exc)) for d in batch]
+        logger.debug("%s: a batch of %d descriptors ended", describe(self), len(batch))
         self._bp_add_ready(handles)
         if self._bp_queue:
             self._bp_next_batch()
@@ -149,7 +154,7 @@ class SequentialBatchProcessorSynchronous(SynchronousMixin, _SequentialBase):
         """Run a batch and return a list of results, one per descriptor, in order."""
 
     def _bp_launch_batch(self, batch):
-        return self._bp_submit(self._executor, self._run_batch_synchronous, list(batch))
+        return self._bp_submit(self._executor, "_run_batch_synchronous", list(batch))
 
     def _bp_cancel_all(self):
         descriptors = _SequentialBase._bp_cancel_all(self)

@@ -76,7 +76,7 @@ class _Pool(object):
 
 
 def _work(pool, _exiting=_EXITING, _park=_PARK, _exc_info=sys.exc_info,
-          _py2=six.PY2, _BaseException=BaseException):
+          _exc_clear=getattr(sys, "exc_clear", None), _py2=six.PY2, _BaseException=BaseException):
     """Body of a worker thread: run the jobs of ``pool`` until told to exit.
 
     Args:
@@ -101,6 +101,10 @@ def _work(pool, _exiting=_EXITING, _park=_PARK, _exc_info=sys.exc_info,
                 result = fn(*args, **kwargs)
             except _BaseException:  # SystemExit and the like fail the job, not us
                 error = _exc_info()
+                if _py2:
+                    # Python 2 keeps the last exception (its traceback, the job's
+                    # frames and all they hold) in the thread until cleared.
+                    _exc_clear()
             fn = args = kwargs = None
             if not _exiting:
                 pool.idle.release()  # before the result: a waiter may submit again
