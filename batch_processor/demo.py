@@ -30,7 +30,7 @@ import argparse
 import multiprocessing
 import sys
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 
 import attr
 
@@ -76,31 +76,6 @@ def _new_process_pool(workers):
         return ProcessPoolExecutor(workers)
 
 
-def _call_method(instance, name, *args):
-    return getattr(instance, name)(*args)
-
-
-class _MethodsByName(Executor):
-    """Sends a bound method to ``pool`` as ``(instance, name)``.
-
-    Python 2.7 cannot pickle bound methods, and the processor submits its bound
-    ``_run_one_job_synchronous``; the instance itself pickles fine (without its
-    runtime state).
-    """
-
-    def __init__(self, pool):
-        self.pool = pool
-
-    def submit(self, fn, *args, **kwargs):
-        instance = getattr(fn, "__self__", None)
-        if instance is not None:
-            return self.pool.submit(_call_method, instance, fn.__name__, *args, **kwargs)
-        return self.pool.submit(fn, *args, **kwargs)
-
-    def shutdown(self, wait=True):
-        self.pool.shutdown(wait)
-
-
 class Trainer(SeparateBatchProcessorSynchronous):
     """Separate: scores one `Trial` per job, in a process pool of ``workers`` processes.
 
@@ -117,7 +92,7 @@ class Trainer(SeparateBatchProcessorSynchronous):
     @property
     def _executor(self):
         if self._pool is None:
-            self._pool = _MethodsByName(_new_process_pool(self.workers))
+            self._pool = _new_process_pool(self.workers)
         return self._pool
 
     def _run_one_job_synchronous(self, trial):
