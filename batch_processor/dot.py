@@ -21,8 +21,12 @@ from .progress import count_outcomes, processor_labels
 
 __all__ = ["converter_name", "dot_quote", "graph_to_dot"]
 
+if False:  # type checkers only: typing is not in Python 2's standard library
+    from typing import Any, List, Mapping, Optional, Set, Tuple  # noqa: F401
+
 
 def converter_name(converter):
+    # type: (Any) -> str
     """A short name for ``converter``: its qualified name, ``partial(name)`` or its type."""
     name = getattr(converter, "__qualname__", None) or getattr(converter, "__name__", None)
     if isinstance(name, six.string_types) and name:
@@ -33,6 +37,7 @@ def converter_name(converter):
 
 
 def dot_quote(text):
+    # type: (Any) -> str
     """``text`` as a double-quoted DOT string that Graphviz shows as it is."""
     text = "%s" % (text,)
     return '"%s"' % (text.replace("\\", "\\\\").replace('"', '\\"')
@@ -40,6 +45,7 @@ def dot_quote(text):
 
 
 def _walk(count, successors):
+    # type: (int, List[List[int]]) -> Tuple[Set[Tuple[int, int]], List[int]]
     """Classify edges with one depth-first walk from the nodes ``0 .. count - 1``.
 
     Returns:
@@ -47,11 +53,13 @@ def _walk(count, successors):
         included), and the strongly connected component of each node, as a list.
     """
     # Tarjan's algorithm, iterative so that a long chain cannot hit the recursion limit.
-    index, low, component = [None] * count, [0] * count, [None] * count
-    on_stack, on_path, stack, back = [False] * count, [False] * count, [], set()
+    index, low, component = [-1] * count, [0] * count, [-1] * count  # -1: not yet
+    on_stack, on_path = [False] * count, [False] * count
+    stack = []  # type: List[int]
+    back = set()  # type: Set[Tuple[int, int]]
     counter = [0, 0]  # next index, next component
     for root in range(count):
-        if index[root] is not None:
+        if index[root] >= 0:
             continue
         index[root] = low[root] = counter[0]
         counter[0] += 1
@@ -62,7 +70,7 @@ def _walk(count, successors):
             node, children = path[-1]
             descended = False
             for child in children:
-                if index[child] is None:
+                if index[child] < 0:
                     index[child] = low[child] = counter[0]
                     counter[0] += 1
                     stack.append(child)
@@ -93,6 +101,7 @@ def _walk(count, successors):
 
 
 def graph_to_dot(graph, results=None):
+    # type: (Any, Optional[Mapping[Any, Any]]) -> str
     """Return ``graph`` as a Graphviz DOT ``digraph``.
 
     Args:
@@ -114,7 +123,7 @@ def graph_to_dot(graph, results=None):
     processors = graph.processors
     edges = graph.edges
     number = dict((id(processor), i) for i, processor in enumerate(processors))
-    successors = [[] for _ in processors]
+    successors = [[] for _ in processors]  # type: List[List[int]]
     for source, destination, _ in edges:
         successors[number[id(source)]].append(number[id(destination)])
     back, component = _walk(len(processors), successors)

@@ -26,6 +26,11 @@ from .interface import describe
 
 __all__ = ["RunProgress", "count_outcomes", "processor_labels"]
 
+if False:  # type checkers only: typing is not in Python 2's standard library
+    from typing import IO, Any, Dict, Iterable, List, Optional, Set, Tuple  # noqa: F401
+
+    from .interface import AbstractBatchProcessor, BatchProcessorResultHandle  # noqa: F401
+
 logger = logging.getLogger("batch_processor")
 
 #: Seconds between two redraws of the bars.
@@ -34,10 +39,11 @@ BAR_INTERVAL = 0.1
 LINE_INTERVAL = 0.5
 
 _clock = getattr(time, "monotonic", time.time)
-_bar_class = []  # [the tqdm subclass], or [None] when tqdm cannot be imported
+_bar_class = []  # type: List[Any]  # [the tqdm subclass], or [None] without tqdm
 
 
 def processor_labels(processors):
+    # type: (Iterable[AbstractBatchProcessor]) -> List[str]
     """Display names of ``processors``, in order.
 
     A processor is named by its class, or by its class and a short identity
@@ -45,7 +51,7 @@ def processor_labels(processors):
     processor of the list has the same class.
     """
     processors = list(processors)
-    counts = {}
+    counts = {}  # type: Dict[str, int]
     for processor in processors:
         name = type(processor).__name__
         counts[name] = counts.get(name, 0) + 1
@@ -54,6 +60,7 @@ def processor_labels(processors):
 
 
 def count_outcomes(handles):
+    # type: (Iterable[BatchProcessorResultHandle]) -> Tuple[int, int, int]
     """Return ``(ok, failed, cancelled)``: how the jobs of ``handles`` ended.
 
     Every handle's future must be done, as the handles a processor gives back are.
@@ -102,13 +109,14 @@ class RunProgress(object):
     """
 
     def __init__(self, processors, stream=None, bars=None, interval=None):
+        # type: (Iterable[AbstractBatchProcessor], Optional[IO[str]], Optional[bool], Optional[float]) -> None
         processors = list(processors)
         self._stream = sys.stderr if stream is None else stream
         self._labels = processor_labels(processors)
         self._index = dict((id(p), i) for i, p in enumerate(processors))
         # fed, ok, failed, cancelled per processor
         self._stats = [[0, 0, 0, 0] for _ in processors]
-        self._changed = set()
+        self._changed = set()  # type: Set[int]
         self._timer = None
         self._closed = False
         self._broken = False
@@ -127,6 +135,7 @@ class RunProgress(object):
     # -- what the runner calls --------------------------------------------------------
 
     def fed(self, processor, count):
+        # type: (AbstractBatchProcessor, int) -> None
         """``count`` descriptors were fed to ``processor``."""
         index = self._index.get(id(processor))
         if index is None or not count:
@@ -135,6 +144,7 @@ class RunProgress(object):
         self._touch(index)
 
     def done(self, processor, handles):
+        # type: (AbstractBatchProcessor, List[BatchProcessorResultHandle]) -> None
         """``processor`` gave back ``handles`` (a list of finished handles)."""
         index = self._index.get(id(processor))
         if index is None or not handles:
@@ -147,6 +157,7 @@ class RunProgress(object):
         self._touch(index)
 
     def close(self):
+        # type: () -> None
         """Show the final state, end the bars and write a summary line per processor."""
         if self._closed:
             return
@@ -159,12 +170,15 @@ class RunProgress(object):
     # -- reading the counts -------------------------------------------------------
 
     def counts(self, processor):
+        # type: (AbstractBatchProcessor) -> Tuple[int, ...]
         """``(fed, ok, failed, cancelled)`` of ``processor`` so far."""
         return tuple(self._stats[self._index[id(processor)]])
 
     def summary_lines(self):
+        # type: () -> List[str]
         """One ``"Name: fed N, ok N, failed N, cancelled N"`` line per processor."""
-        return ["%s: fed %d, ok %d, failed %d, cancelled %d" % ((label,) + tuple(stats))
+        return ["%s: fed %d, ok %d, failed %d, cancelled %d"
+                % (label, stats[0], stats[1], stats[2], stats[3])
                 for label, stats in zip(self._labels, self._stats)]
 
     # -- drawing --------------------------------------------------------------------
