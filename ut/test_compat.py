@@ -1,0 +1,331 @@
+"""Tests of ``batch_processor.compat``: trollius-style coroutines on every interpreter.
+
+Everything here is written in trollius style (``yield From(...)``, ``raise
+Return(...)``), so the same file runs on Python 2.7 (trollius) and on 3.6 to 3.13
+(asyncio). Native ``async def`` is tested in ``test_py3_compat.py``.
+"""
+from __future__ import absolute_import, division, print_function
+
+import sys
+
+import pytest
+
+from batch_processor import compat
+from batch_processor.compat import From, Return, asyncio, coroutine
+
+PY2 = sys.version_info[0] == 2
+TIMEOUT = 30  # seconds; a safety net against hangs, never a measurement
+
+
+def _pending_tasks(loop):
+    if sys.version_info >= (3, 7):
+        tasks = asyncio.all_tasks(loop)
+    else:
+        tasks = asyncio.Task.all_tasks(loop)
+    return [task for task in tasks if not task.done()]
+
+
+@pytest.fixture
+def loop():
+    """A fresh debug event loop, current for the test; fails the test if it leaves tasks."""
+    loop = asyncio.new_event_loop()
+    loop.set_debug(True)
+    asyncio.set_event_loop(loop)
+    leftovers = []
+    try:
+        yield loop
+        leftovers = _pending_tasks(loop)
+    finally:
+        tasks = _pending_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.close()
+        asyncio.set_event_loop(None)
+    assert not leftovers, "the test left pending tasks: %r" % (leftovers,)
+
+
+def new_future(loop):
+    """A pending future of ``loop`` (trollius has no ``loop.create_future()``)."""
+    if PY2:
+        return asyncio.Future(loop=loop)
+    return loop.create_future()
+
+
+def run(loop, coro):
+    """Run the coroutine ``coro`` on ``loop`` to the end; return its value."""
+    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+
+
+# -- the names -------------------------------------------------------------------------
+
+def test_asyncio_is_trollius_on_python2_and_asyncio_on_python3():
+    if PY2:
+        import trollius
+        assert compat.asyncio is trollius
+    else:
+        import asyncio as stdlib_asyncio
+        assert compat.asyncio is stdlib_asyncio
+    assert asyncio is compat.asyncio
+
+
+def test_cancelled_error_is_the_loop_library_one():
+    assert compat.CancelledError is compat.asyncio.CancelledError
+
+
+def test_cancelled_future_raises_compat_cancelled_error(loop):
+    future = new_future(loop)
+    future.cancel()
+    with pytest.raises(compat.CancelledError):
+        future.result()
+
+
+@pytest.mark.skipif(PY2, reason="on Python 2, From is trollius's own")
+def test_from_returns_its_argument_on_python3():
+    marker = object()
+    assert From(marker) is marker
+    assert From(None) is None
+
+
+@pytest.mark.skipif(PY2, reason="on Python 2, Return is trollius's own")
+def test_return_carries_its_value_and_is_no_stop_iteration_on_python3():
+    ret = Return(42)
+    assert ret.value == 42
+    assert isinstance(ret, Exception)
+    assert not isinstance(ret, StopIteration)
+    assert Return().value is None
+
+
+def test_return_carries_its_value_to_the_caller(loop):
+    @coroutine
+    def give(value):
+        yield From(asyncio.sleep(0))
+        raise Return(value)
+
+    marker = object()
+    assert run(loop, give(marker)) is marker
+    assert run(loop, give(("a", 1))) == ("a", 1)
+
+
+# -- the SPEC's example ------------------------------------------------------------------
+
+@coroutine
+def add_later(x):
+    yield From(asyncio.sleep(0.01))
+    raise Return(x + 1)
+
+
+def test_spec_example_runs_unchanged(loop):
+    assert run(loop, add_later(1)) == 2
+
+
+def test_spec_example_as_a_task(loop):
+    task = loop.create_task(add_later(41))
+    assert run(loop, task) == 42
+    assert task.done() and task.result() == 42
+
+
+# -- nesting, exceptions, cancellation -------------------------------------------------
+
+@coroutine
+def _leaf(x):
+    yield From(asyncio.sleep(0))
+    raise Return(x * 2)
+
+
+@coroutine
+def _middle(x):
+    a = yield From(_leaf(x))
+    b = yield From(_leaf(a))
+    raise Return([a, b])
+
+
+@coroutine
+def _top(x):
+    values = yield From(_middle(x))
+    future = asyncio.ensure_future(_leaf(values[-1]))
+    last = yield From(future)
+    raise Return(values + [last])
+
+
+def test_nested_coroutines_pass_values_up(loop):
+    assert run(loop, _top(1)) == [2, 4, 8]
+
+
+@coroutine
+def _no_return():
+    yield From(asyncio.sleep(0))
+
+
+def test_coroutine_without_return_gives_none(loop):
+    assert run(loop, _no_return()) is None
+
+
+class Boom(Exception):
+    pass
+
+
+@coroutine
+def _raise_after_yield(message):
+    yield From(asyncio.sleep(0))
+    raise Boom(message)
+
+
+@coroutine
+def _propagate(message):
+    value = yield From(_raise_after_yield(message))
+    raise Return(("not reached", value))
+
+
+def test_exception_propagates_through_yield_from(loop):
+    with pytest.raises(Boom) as info:
+        run(loop, _propagate("deep"))
+    assert info.value.args == ("deep",)
+
+
+@coroutine
+def _catch(message):
+    try:
+        yield From(_propagate(message))
+    except Boom as exc:
+        raise Return(("caught", exc.args[0]))
+    raise Return("not reached")
+
+
+def test_exception_is_catchable_inside_the_generator(loop):
+    assert run(loop, _catch("inner")) == ("caught", "inner")
+
+
+def test_failed_future_exception_is_catchable(loop):
+    future = new_future(loop)
+
+    @coroutine
+    def waiter():
+        try:
+            yield From(future)
+        except KeyError as exc:
+            raise Return(exc.args)
+
+    task = loop.create_task(waiter())
+    future.set_exception(KeyError("k"))
+    assert run(loop, task) == ("k",)
+
+
+def test_cancellation_is_thrown_into_the_coroutine_which_cleans_up(loop):
+    events = []
+    blocker = new_future(loop)
+    started = new_future(loop)
+
+    @coroutine
+    def job():
+        try:
+            started.set_result(None)
+            yield From(blocker)
+            events.append("not reached")
+        except compat.CancelledError:
+            events.append("caught")
+            raise
+        finally:
+            events.append("cleanup")
+
+    task = loop.create_task(job())
+    run(loop, started)
+    assert events == []
+    task.cancel()
+    with pytest.raises(compat.CancelledError):
+        run(loop, task)
+    assert task.cancelled()
+    assert events == ["caught", "cleanup"]
+    assert blocker.cancelled()  # the cancellation reached what the coroutine waited for
+
+
+def test_cancellation_thrown_into_a_nested_coroutine(loop):
+    events = []
+    started = new_future(loop)
+
+    @coroutine
+    def inner():
+        try:
+            started.set_result(None)
+            yield From(asyncio.sleep(TIMEOUT * 10))
+        finally:
+            events.append("inner cleanup")
+
+    @coroutine
+    def outer():
+        try:
+            yield From(inner())
+        except compat.CancelledError:
+            events.append("outer caught")
+            raise Return("swallowed")
+
+    task = loop.create_task(outer())
+    run(loop, started)
+    task.cancel()
+    assert run(loop, task) == "swallowed"
+    assert events == ["inner cleanup", "outer caught"]
+
+
+def test_bare_yield_gives_control_back_to_the_loop(loop):
+    order = []
+
+    @coroutine
+    def first():
+        order.append("first: before")
+        yield
+        order.append("first: after")
+
+    @coroutine
+    def second():
+        order.append("second")
+        yield From(asyncio.sleep(0))
+
+    @coroutine
+    def both():
+        tasks = [loop.create_task(first()), loop.create_task(second())]
+        yield From(asyncio.wait(tasks))
+
+    run(loop, both())
+    assert order == ["first: before", "second", "first: after"]
+
+
+# -- @coroutine on a plain function --------------------------------------------------------
+
+@coroutine
+def _plain_double(x):
+    return x * 2
+
+
+@coroutine
+def _plain_raises():
+    raise Boom("plain")
+
+
+@coroutine
+def _use_plain(x):
+    value = yield From(_plain_double(x))
+    raise Return(value + 1)
+
+
+def test_coroutine_on_a_plain_function_returns_its_value(loop):
+    assert run(loop, _plain_double(21)) == 42
+    assert run(loop, _use_plain(5)) == 11
+
+
+def test_coroutine_on_a_plain_function_propagates_its_exception(loop):
+    with pytest.raises(Boom):
+        run(loop, _plain_raises())
+
+
+def test_coroutine_on_a_plain_function_returning_a_coroutine_runs_it(loop):
+    @coroutine
+    def delegate(x):
+        return add_later(x)
+
+    assert run(loop, delegate(9)) == 10
+
+
+def test_coroutine_keeps_the_function_name():
+    assert add_later.__name__ == "add_later"
+    assert _plain_double.__name__ == "_plain_double"

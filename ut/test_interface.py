@@ -1,0 +1,1150 @@
+"""Tests of ``batch_processor.interface``: handles, states, errors, and the processor contract.
+
+The contract of `AbstractBatchProcessor` (feed_new, get_ready, wait_ready, in_flight,
+state, stop, kill, pickling) is checked by driving each of the four concrete kinds
+of processor by hand on an event loop. Their jobs wait behind *gates* that the test
+opens, so every ordering is forced by the test, never by time.
+"""
+from __future__ import absolute_import, division, print_function
+
+import itertools
+import logging
+import os
+import pickle
+import sys
+import threading
+from concurrent.futures import Executor
+
+import attr
+import pytest
+
+from batch_processor import (
+    AbstractBatchProcessor, BatchProcessorError, BatchProcessorResultHandle, ConverterError,
+    GraphError, JobTimeoutError, ProcessorState, ProcessorStateError, RunTimeoutError,
+    SeparateBatchProcessor, SeparateBatchProcessorSynchronous, SequentialBatchProcessor,
+    SequentialBatchProcessorSynchronous, UnsafeThreadPoolExecutor, run_batch_processor)
+from batch_processor import compat
+from batch_processor.compat import CancelledError, From, Return, asyncio, coroutine
+
+PY2 = sys.version_info[0] == 2
+TIMEOUT = 30  # seconds; a safety net against hangs, never a measurement
+
+
+# -- the loop -------------------------------------------------------------------------
+
+def _pending_tasks(loop):
+    if sys.version_info >= (3, 7):
+        tasks = asyncio.all_tasks(loop)
+    else:
+        tasks = asyncio.Task.all_tasks(loop)
+    return [task for task in tasks if not task.done()]
+
+
+def _settle(loop):
+    """Let the tasks that were just cancelled end (a few turns of the loop)."""
+    for _ in range(5):
+        loop.run_until_complete(asyncio.sleep(0))
+
+
+@pytest.fixture
+def loop():
+    """A fresh debug event loop, current for the test; fails the test if it leaves tasks."""
+    loop = asyncio.new_event_loop()
+    loop.set_debug(True)
+    asyncio.set_event_loop(loop)
+    leftovers = []
+    try:
+        yield loop
+        if not loop.is_closed():  # a test may close it, as a killed run does
+            _settle(loop)
+            leftovers = _pending_tasks(loop)
+    finally:
+        if not loop.is_closed():
+            tasks = _pending_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.close()
+        asyncio.set_event_loop(None)
+    assert not leftovers, "the test left pending tasks: %r" % (leftovers,)
+
+
+def new_future(loop):
+    if PY2:
+        return asyncio.Future(loop=loop)
+    return loop.create_future()
+
+
+def run(loop, coro):
+    """Run ``coro`` on ``loop`` to its end and return its value (`TIMEOUT` as a safety net)."""
+    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+
+
+@coroutine
+def spin(turns=5):
+    """Give the loop a few turns, for checks that something did NOT happen."""
+    for _ in range(turns):
+        yield From(asyncio.sleep(0))
+
+
+@coroutine
+def collect(processor):
+    """Drive ``processor`` until nothing is in flight; return each non-empty get_ready()."""
+    rounds = []
+    while processor.in_flight:
+        yield From(processor.wait_ready())
+        ready = processor.get_ready()
+        if ready:
+            rounds.append(ready)
+    raise Return(rounds)
+
+
+def flatten(rounds):
+    return [handle for ready in rounds for handle in ready]
+
+
+def outcome(handle):
+    future = handle.future
+    assert future.done()
+    if future.cancelled():
+        return "cancelled"
+    if future.exception() is not None:
+        return future.exception()
+    return future.result()
+
+
+# -- gated jobs -----------------------------------------------------------------------
+
+_GATES = {}  # key -> Gates; processors keep the key only, so that they pickle
+_KEYS = itertools.count()
+
+
+class Gates(object):
+    """Jobs that wait until the test opens their gate, and a record of what they did.
+
+    A gate has a key (a Separate job's descriptor, a Sequential batch's first
+    descriptor). Coroutine jobs wait on a future of the loop, thread jobs on a
+    `threading.Event`. `wait_started` returns a loop future, resolved from any
+    thread when enough jobs have started.
+    """
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.key = "gates-%d" % next(_KEYS)
+        self.lock = threading.Lock()
+        self.started = []
+        self.finished = []
+        self.cancelled = []
+        self.batches = []
+        self.threads = []
+        self.running = 0
+        self.max_running = 0
+        self._all_open = False
+        self._opened = set()
+        self._events = {}
+        self._futures = {}
+        self._start_waiters = []
+        _GATES[self.key] = self
+
+    # -- the test's side (loop thread) --
+
+    def open(self, *keys):
+        with self.lock:
+            self._opened.update(keys)
+            events = [self._event(key) for key in keys]
+        for event in events:
+            event.set()
+        for key in keys:
+            future = self._futures.get(key)
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def open_all(self):
+        with self.lock:
+            self._all_open = True
+            events = list(self._events.values())
+        for event in events:
+            event.set()
+        for future in self._futures.values():
+            if not future.done():
+                future.set_result(None)
+
+    def wait_started(self, count):
+        future = new_future(self.loop)
+        self._start_waiters.append((count, future))
+        self._wake()
+        return future
+
+    def _wake(self):
+        with self.lock:
+            started = len(self.started)
+        waiting = []
+        for count, future in self._start_waiters:
+            if future.done():
+                continue
+            if started >= count:
+                future.set_result(None)
+            else:
+                waiting.append((count, future))
+        self._start_waiters = waiting
+
+    # -- the jobs' side --
+
+    def _event(self, key):  # with self.lock held
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = threading.Event()
+            if self._all_open or key in self._opened:
+                event.set()
+        return event
+
+    def _future(self, key):  # loop thread
+        future = self._futures.get(key)
+        if future is None or future.cancelled():
+            future = self._futures[key] = new_future(self.loop)
+            if self._all_open or key in self._opened:
+                future.set_result(None)
+        return future
+
+    def _enter(self, keys, batch):
+        with self.lock:
+            if batch:
+                self.batches.append(list(keys))
+            self.started.extend(keys)
+            self.threads.append(threading.current_thread())
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        try:
+            self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits any more
+
+    def _leave(self, keys, ok):
+        with self.lock:
+            self.running -= 1
+            if ok:
+                self.finished.extend(keys)
+
+    @coroutine
+    def coroutine_job(self, keys, gate, result, batch=False):
+        self._enter(keys, batch)
+        ok = False
+        try:
+            yield From(self._future(gate))
+            ok = True
+        except CancelledError:
+            with self.lock:
+                self.cancelled.extend(keys)
+            raise
+        finally:
+            self._leave(keys, ok)
+        raise Return(result)
+
+    def thread_job(self, keys, gate, result, batch=False):
+        self._enter(keys, batch)
+        with self.lock:
+            event = self._event(gate)
+        ok = False
+        try:
+            if not event.wait(TIMEOUT):
+                raise RuntimeError("the test never opened the gate %r" % (gate,))
+            ok = True
+        finally:
+            self._leave(keys, ok)
+        return result
+
+
+def done(descriptor):
+    return ("done", descriptor)
+
+
+class GatedSeparate(SeparateBatchProcessor):
+    def __init__(self, gates, **options):
+        super(GatedSeparate, self).__init__(**options)
+        self.gates_key = gates.key
+
+    def _run_one_job(self, job_descriptor):
+        return _GATES[self.gates_key].coroutine_job(
+            [job_descriptor], job_descriptor, done(job_descriptor))
+
+
+class GatedSeparateSync(SeparateBatchProcessorSynchronous):
+    def __init__(self, gates, **options):
+        super(GatedSeparateSync, self).__init__(**options)
+        self.gates_key = gates.key
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        return _GATES[self.gates_key].thread_job(
+            [job_descriptor], job_descriptor, done(job_descriptor))
+
+
+class GatedSequential(SequentialBatchProcessor):
+    def __init__(self, gates, **options):
+        super(GatedSequential, self).__init__(**options)
+        self.gates_key = gates.key
+
+    def _run_batch(self, job_descriptors):
+        return _GATES[self.gates_key].coroutine_job(
+            job_descriptors, job_descriptors[0], [done(d) for d in job_descriptors], batch=True)
+
+
+class GatedSequentialSync(SequentialBatchProcessorSynchronous):
+    def __init__(self, gates, **options):
+        super(GatedSequentialSync, self).__init__(**options)
+        self.gates_key = gates.key
+
+    def _run_batch_synchronous(self, job_descriptors):
+        return _GATES[self.gates_key].thread_job(
+            job_descriptors, job_descriptors[0], [done(d) for d in job_descriptors], batch=True)
+
+
+KINDS = [GatedSeparate, GatedSeparateSync, GatedSequential, GatedSequentialSync]
+THREAD_KINDS = [GatedSeparateSync, GatedSequentialSync]
+COROUTINE_KINDS = [GatedSeparate, GatedSequential]
+
+
+def _kind_id(cls):
+    return cls.__name__
+
+
+@pytest.fixture
+def gates(loop):
+    gates = Gates(loop)
+    try:
+        yield gates
+    finally:
+        gates.open_all()  # no job thread stays blocked after the test
+        del _GATES[gates.key]
+
+
+@pytest.fixture(params=KINDS, ids=_kind_id)
+def kind(request):
+    return request.param
+
+
+@pytest.fixture(params=THREAD_KINDS, ids=_kind_id)
+def thread_kind(request):
+    return request.param
+
+
+@pytest.fixture(params=COROUTINE_KINDS, ids=_kind_id)
+def coroutine_kind(request):
+    return request.param
+
+
+# == BatchProcessorResultHandle ========================================================
+
+def test_handle_is_an_attrs_class_with_descriptor_and_future():
+    assert attr.has(BatchProcessorResultHandle)
+    assert [field.name for field in attr.fields(BatchProcessorResultHandle)] == [
+        "descriptor", "future"]
+
+
+def test_handle_fields(loop):
+    future = new_future(loop)
+    future.set_result(3)
+    handle = BatchProcessorResultHandle(descriptor="d", future=future)
+    assert handle.descriptor == "d"
+    assert handle.future is future
+    assert BatchProcessorResultHandle("d", future).future is future
+
+
+def test_handles_compare_and_hash_by_identity(loop):
+    future = new_future(loop)
+    future.set_result(None)
+    first = BatchProcessorResultHandle(1, future)
+    second = BatchProcessorResultHandle(1, future)
+    assert first == first
+    assert first != second
+    assert not (first == second)
+    assert len(set([first, second])) == 2
+    assert {first: "a", second: "b"}[first] == "a"
+
+
+def test_handle_future_reports_result_exception_and_cancellation(loop):
+    ok, failed, cancelled = new_future(loop), new_future(loop), new_future(loop)
+    ok.set_result(5)
+    failed.set_exception(KeyError("k"))
+    cancelled.cancel()
+    assert BatchProcessorResultHandle("a", ok).future.result() == 5
+    assert BatchProcessorResultHandle("a", ok).future.exception() is None
+    with pytest.raises(KeyError):
+        BatchProcessorResultHandle("b", failed).future.result()
+    assert isinstance(failed.exception(), KeyError)
+    with pytest.raises(compat.CancelledError):
+        BatchProcessorResultHandle("c", cancelled).future.result()
+    with pytest.raises(compat.CancelledError):
+        cancelled.exception()
+
+
+# == ProcessorState ====================================================================
+
+def test_processor_state_members():
+    assert set(state.name for state in ProcessorState) == set(
+        ["IDLE", "RUNNING", "STOPPING", "STOPPED", "KILLED"])
+    assert len(set(ProcessorState)) == 5
+
+
+# == AbstractBatchProcessor ============================================================
+
+def test_abstract_batch_processor_cannot_be_instantiated():
+    with pytest.raises(TypeError):
+        AbstractBatchProcessor()
+
+
+@pytest.mark.parametrize("base, method", [
+    (SeparateBatchProcessor, "_run_one_job"),
+    (SeparateBatchProcessorSynchronous, "_run_one_job_synchronous"),
+    (SequentialBatchProcessor, "_run_batch"),
+    (SequentialBatchProcessorSynchronous, "_run_batch_synchronous"),
+], ids=["Separate", "SeparateSynchronous", "Sequential", "SequentialSynchronous"])
+def test_subclass_without_its_job_method_names_class_and_method(base, method):
+    incomplete = type(str("IncompleteProcessor"), (base,), {})
+    with pytest.raises(TypeError) as info:
+        incomplete()
+    message = str(info.value)
+    assert "IncompleteProcessor" in message
+    assert method in message
+
+
+def test_synchronous_subclass_defining_the_coroutine_method_is_still_incomplete():
+    def _run_one_job(self, job_descriptor):
+        pass
+
+    wrong = type(str("WrongMethodProcessor"), (SeparateBatchProcessorSynchronous,),
+                 {"_run_one_job": _run_one_job})
+    with pytest.raises(TypeError) as info:
+        wrong()
+    assert "_run_one_job_synchronous" in str(info.value)
+
+
+def test_processors_are_abstract_batch_processors(loop, gates, kind):
+    assert isinstance(kind(gates), AbstractBatchProcessor)
+
+
+# == errors ============================================================================
+
+@pytest.mark.parametrize("error", [
+    ProcessorStateError, GraphError, ConverterError, RunTimeoutError, JobTimeoutError])
+def test_errors_derive_from_batch_processor_error(error):
+    assert issubclass(error, BatchProcessorError)
+    assert issubclass(BatchProcessorError, Exception)
+    assert error is not BatchProcessorError
+
+
+def test_run_timeout_error_keeps_results():
+    error = RunTimeoutError("too slow", results=[1, 2])
+    assert error.results == [1, 2]
+    assert "too slow" in str(error)
+
+
+# == feed_new ==========================================================================
+
+def test_feed_new_accepts_list_tuple_and_generator(loop, gates, kind):
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1, 2])
+        processor.feed_new((3,))
+        processor.feed_new(d for d in [4, 5])
+        assert processor.in_flight == 5
+        gates.open_all()
+        rounds = yield From(collect(processor))
+        raise Return(flatten(rounds))
+
+    handles = run(loop, scenario())
+    assert sorted(h.descriptor for h in handles) == [1, 2, 3, 4, 5]
+    assert all(h.future.result() == done(h.descriptor) for h in handles)
+
+
+def test_feed_new_returns_before_the_jobs_end(loop, gates, kind):
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1, 2])
+        assert gates.finished == []
+        assert processor.in_flight == 2
+        yield From(gates.wait_started(1))  # the jobs run, blocked behind their gates
+        assert gates.finished == []
+        assert processor.get_ready() == set()
+        gates.open_all()
+        rounds = yield From(collect(processor))
+        raise Return(flatten(rounds))
+
+    handles = run(loop, scenario())
+    assert sorted(h.descriptor for h in handles) == [1, 2]
+    assert sorted(gates.finished) == [1, 2]
+
+
+def test_feed_new_of_nothing_changes_nothing(loop, gates, kind):
+    processor = kind(gates)
+    processor.feed_new([])
+    assert processor.in_flight == 0
+    assert processor.state is ProcessorState.IDLE
+    assert processor.get_ready() == set()
+
+
+@pytest.mark.parametrize("not_iterable", [5, None, object()], ids=["int", "None", "object"])
+def test_feed_new_of_a_non_iterable_raises_type_error_naming_the_processor(
+        loop, gates, kind, not_iterable):
+    processor = kind(gates)
+    with pytest.raises(TypeError) as info:
+        processor.feed_new(not_iterable)
+    assert kind.__name__ in str(info.value)
+    assert processor.in_flight == 0
+    assert processor.state is ProcessorState.IDLE
+
+
+def test_feed_new_after_stop_raises_processor_state_error(loop, gates, kind):
+    processor = kind(gates)
+    processor.stop()
+    with pytest.raises(ProcessorStateError) as info:
+        processor.feed_new([1])
+    assert kind.__name__ in str(info.value)
+    assert processor.in_flight == 0
+
+
+def test_feed_new_while_stopping_raises_processor_state_error(loop, gates, kind):
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1])
+        yield From(gates.wait_started(1))
+        stopped = processor.stop()
+        with pytest.raises(ProcessorStateError) as info:
+            processor.feed_new([2])
+        assert kind.__name__ in str(info.value)
+        gates.open_all()
+        rounds = yield From(collect(processor))
+        yield From(stopped)
+        raise Return(flatten(rounds))
+
+    handles = run(loop, scenario())
+    assert [h.descriptor for h in handles] == [1]
+    assert gates.started == [1]
+
+
+def test_feed_new_after_kill_raises_processor_state_error(loop, gates, kind):
+    processor = kind(gates)
+    processor.kill()
+    with pytest.raises(ProcessorStateError) as info:
+        processor.feed_new([1])
+    assert kind.__name__ in str(info.value)
+    assert processor.in_flight == 0
+
+
+# == get_ready =========================================================================
+
+def test_get_ready_returns_each_handle_exactly_once(loop, gates, kind):
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1, 1, 2, 3])
+        ready = processor.get_ready()
+        assert isinstance(ready, set) and not ready  # never blocks
+        yield From(gates.wait_started(1))
+        assert processor.get_ready() == set()
+        gates.open_all()
+        rounds = yield From(collect(processor))
+        raise Return(rounds)
+
+    rounds = run(loop, scenario())
+    assert all(isinstance(ready, set) for ready in rounds)
+    handles = flatten(rounds)
+    assert len(handles) == 4
+    assert len(set(handles)) == 4  # never twice, even for equal descriptors
+    assert sorted(h.descriptor for h in handles) == [1, 1, 2, 3]
+    assert all(h.future.done() for h in handles)
+    assert all(h.future.result() == done(h.descriptor) for h in handles)
+    assert processor.get_ready() == set()
+    assert processor.in_flight == 0
+
+
+def test_get_ready_returns_failed_jobs_too(loop):
+    class Failing(SeparateBatchProcessor):
+        @coroutine
+        def _run_one_job(self, job_descriptor):
+            yield From(asyncio.sleep(0))
+            if job_descriptor == "bad":
+                raise KeyError(job_descriptor)
+            raise Return(job_descriptor)
+
+    processor = Failing()
+    processor.feed_new(["good", "bad"])
+    handles = dict((h.descriptor, h) for h in flatten(run(loop, collect(processor))))
+    assert handles["good"].future.result() == "good"
+    assert isinstance(handles["bad"].future.exception(), KeyError)
+    with pytest.raises(KeyError):
+        handles["bad"].future.result()
+
+
+# == wait_ready ========================================================================
+
+def test_wait_ready_completes_when_nothing_is_in_flight(loop, gates, kind):
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        yield From(processor.wait_ready())
+        raise Return(processor.get_ready())
+
+    assert run(loop, scenario()) == set()
+
+
+def test_wait_ready_completes_when_a_job_ends(loop, gates, kind):
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1])
+        waiter = asyncio.ensure_future(processor.wait_ready())
+        yield From(gates.wait_started(1))
+        yield From(spin())
+        assert not waiter.done()  # the job is blocked: nothing is ready
+        gates.open(1)
+        yield From(waiter)
+        ready = processor.get_ready()
+        # a handle is ready but not collected: wait_ready completes again at once
+        raise Return(ready)
+
+    ready = run(loop, scenario())
+    assert [h.descriptor for h in ready] == [1]
+
+
+def test_wait_ready_completes_while_handles_wait_to_be_collected(loop, gates, kind):
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1])
+        gates.open_all()
+        yield From(processor.wait_ready())
+        yield From(processor.wait_ready())  # still ready: nothing was collected
+        raise Return(processor.get_ready())
+
+    assert [h.descriptor for h in run(loop, scenario())] == [1]
+
+
+def test_wait_ready_completes_when_a_kill_empties_the_processor(loop, gates, kind):
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1])
+        yield From(gates.wait_started(1))
+        waiter = asyncio.ensure_future(processor.wait_ready())
+        yield From(spin())
+        assert not waiter.done()
+        processor.kill()
+        yield From(waiter)
+        raise Return(processor.get_ready())
+
+    [handle] = run(loop, scenario())
+    assert handle.future.cancelled()
+
+
+# == in_flight and state ===============================================================
+
+def test_in_flight_counts_fed_and_not_yet_returned(loop, gates, kind):
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        assert processor.in_flight == 0
+        processor.feed_new([1, 2, 3])
+        assert processor.in_flight == 3
+        yield From(gates.wait_started(1))
+        assert processor.in_flight == 3
+        gates.open_all()
+        yield From(processor.wait_ready())
+        assert processor.in_flight == 3  # ended, but not returned by get_ready() yet
+        returned = len(processor.get_ready())
+        assert returned >= 1
+        assert processor.in_flight == 3 - returned
+        yield From(collect(processor))
+        assert processor.in_flight == 0
+
+    run(loop, scenario())
+
+
+def test_state_goes_idle_running_idle(loop, gates, kind):
+    processor = kind(gates)
+    states = []
+
+    @coroutine
+    def scenario():
+        states.append(processor.state)
+        processor.feed_new([1, 2])
+        states.append(processor.state)
+        yield From(gates.wait_started(1))
+        states.append(processor.state)
+        gates.open_all()
+        yield From(processor.wait_ready())
+        states.append(processor.state)  # handles not collected yet: still in flight
+        yield From(collect(processor))
+        states.append(processor.state)
+
+    assert processor.state is ProcessorState.IDLE
+    run(loop, scenario())
+    assert states == [ProcessorState.IDLE, ProcessorState.RUNNING, ProcessorState.RUNNING,
+                      ProcessorState.RUNNING, ProcessorState.IDLE]
+
+
+# == stop ==============================================================================
+
+def test_stop_with_nothing_in_flight_is_stopped_at_once(loop, gates, kind):
+    processor = kind(gates)
+    stopped = processor.stop()
+    assert processor.state is ProcessorState.STOPPED
+    run(loop, _await(stopped))
+    assert processor.state is ProcessorState.STOPPED
+
+
+@coroutine
+def _await(awaitable):
+    result = yield From(awaitable)
+    raise Return(result)
+
+
+def test_stop_lets_fed_jobs_run_to_the_end(loop, gates, kind):
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1, 2])
+        yield From(gates.wait_started(1))
+        stopped = asyncio.ensure_future(_await(processor.stop()))
+        assert processor.state is ProcessorState.STOPPING
+        yield From(spin())
+        assert not stopped.done()
+        assert processor.state is ProcessorState.STOPPING
+        gates.open_all()
+        rounds = yield From(collect(processor))
+        yield From(stopped)
+        assert processor.state is ProcessorState.STOPPED
+        raise Return(flatten(rounds))
+
+    handles = run(loop, scenario())
+    assert sorted(outcome(h) for h in handles) == [done(1), done(2)]
+
+
+def test_stop_awaitable_is_done_when_a_kill_ends_the_jobs(loop, gates, kind):
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1, 2])
+        yield From(gates.wait_started(1))
+        stopped = asyncio.ensure_future(_await(processor.stop()))
+        yield From(spin())
+        assert not stopped.done()
+        processor.kill()
+        yield From(stopped)
+        assert processor.state is ProcessorState.KILLED
+        raise Return(processor.get_ready())
+
+    handles = run(loop, scenario())
+    assert sorted(h.descriptor for h in handles) == [1, 2]
+    assert all(h.future.cancelled() for h in handles)
+
+
+def test_stop_and_kill_of_a_stopped_processor_change_nothing(loop, gates, kind):
+    processor = kind(gates)
+    processor.stop()
+    assert processor.state is ProcessorState.STOPPED
+    run(loop, _await(processor.stop()))
+    assert processor.state is ProcessorState.STOPPED
+    processor.kill()
+    assert processor.state is ProcessorState.STOPPED
+    assert processor.get_ready() == set()
+    assert processor.in_flight == 0
+
+
+def test_stop_and_kill_of_a_killed_processor_change_nothing(loop, gates, kind):
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1])
+        yield From(gates.wait_started(1))
+        processor.kill()
+        first = processor.get_ready()
+        processor.kill()
+        yield From(processor.stop())
+        assert processor.state is ProcessorState.KILLED
+        raise Return((first, processor.get_ready()))
+
+    first, second = run(loop, scenario())
+    assert [h.descriptor for h in first] == [1]
+    assert second == set()  # never twice
+    assert processor.in_flight == 0
+
+
+# == kill ==============================================================================
+
+def test_kill_cancels_every_unfinished_job_at_once(loop, gates, kind):
+    processor = kind(gates, **({"max_batch_size": 2} if "Sequential" in kind.__name__ else
+                               {"max_parallel_jobs": 2}))
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1, 2, 3, 4, 5])
+        yield From(gates.wait_started(1))
+        gates.open(1)  # Separate: job 1 ends; Sequential: batch [1, 2] ends
+        rounds = yield From(collect_some(processor))
+        yield From(gates.wait_started(3))  # Separate: 2 and 3 run; Sequential: [3, 4]
+        processor.kill()
+        # no turn of the loop in between: the cancelled handles are ready now
+        killed = processor.get_ready()
+        assert processor.in_flight == 0
+        assert processor.state is ProcessorState.KILLED
+        raise Return((flatten(rounds), killed))
+
+    finished, killed = run(loop, scenario())
+    assert all(outcome(h) == done(h.descriptor) for h in finished)
+    assert sorted(h.descriptor for h in finished + list(killed)) == [1, 2, 3, 4, 5]
+    assert killed
+    for handle in killed:
+        assert handle.future.done() and handle.future.cancelled()
+        with pytest.raises(compat.CancelledError):
+            handle.future.result()
+        with pytest.raises(compat.CancelledError):
+            handle.future.exception()
+
+
+@coroutine
+def collect_some(processor):
+    """Wait for one get_ready() that is not empty."""
+    rounds = []
+    while not rounds:
+        yield From(processor.wait_ready())
+        ready = processor.get_ready()
+        if ready:
+            rounds.append(ready)
+    raise Return(rounds)
+
+
+def test_kill_asks_running_tasks_to_cancel(loop, gates, coroutine_kind):
+    processor = coroutine_kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1, 2])
+        yield From(gates.wait_started(1))
+        started = list(gates.started)
+        processor.kill()
+        yield From(spin())
+        raise Return(started)
+
+    started = run(loop, scenario())
+    assert sorted(gates.cancelled) == sorted(started)
+    assert gates.finished == []
+    assert gates.running == 0
+
+
+class RecordingExecutor(Executor):
+    """Runs jobs in an `UnsafeThreadPoolExecutor` and keeps their futures."""
+
+    def __init__(self, max_workers):
+        self.inner = UnsafeThreadPoolExecutor(max_workers)
+        self.futures = []
+
+    def submit(self, fn, *args, **kwargs):
+        future = self.inner.submit(fn, *args, **kwargs)
+        self.futures.append(future)
+        return future
+
+    def shutdown(self, wait=True):
+        self.inner.shutdown(wait)
+
+
+class RecordingSeparateSync(GatedSeparateSync):
+    executor = None
+
+    @property
+    def _executor(self):
+        return self.executor
+
+
+class RecordingSequentialSync(GatedSequentialSync):
+    executor = None
+
+    @property
+    def _executor(self):
+        return self.executor
+
+
+@coroutine
+def _callbacks_ran(loop, executor_futures):
+    """Wait until every future of ``executor_futures`` is done and its callbacks ran.
+
+    Callbacks run in the order they were added, and each one the processor added
+    hands its work to the loop with ``call_soon_threadsafe``: a callback added now,
+    which does the same, is served after it.
+    """
+    for executor_future in executor_futures:
+        marker = new_future(loop)
+
+        def mark(_, marker=marker):
+            loop.call_soon_threadsafe(lambda: marker.done() or marker.set_result(None))
+        executor_future.add_done_callback(mark)
+        yield From(marker)
+
+
+@pytest.mark.parametrize("cls", [RecordingSeparateSync, RecordingSequentialSync],
+                         ids=["Separate", "Sequential"])
+def test_kill_abandons_a_job_running_in_a_thread_and_discards_its_late_result(loop, gates, cls):
+    processor = cls(gates)
+    processor.executor = RecordingExecutor(2)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1])
+        yield From(gates.wait_started(1))
+        assert gates.running == 1
+        processor.kill()
+        killed = processor.get_ready()
+        assert gates.running == 1  # still blocked in its thread: abandoned
+        gates.open_all()  # the thread goes on and returns its (late) result
+        yield From(_callbacks_ran(loop, processor.executor.futures))
+        yield From(spin())
+        late = processor.get_ready()
+        raise Return((killed, late))
+
+    try:
+        killed, late = run(loop, scenario())
+    finally:
+        processor.executor.shutdown(wait=False)
+    assert [h.descriptor for h in killed] == [1]
+    [handle] = killed
+    assert handle.future.cancelled()
+    assert late == set()  # discarded
+    assert gates.finished == [1]  # the thread did end
+    assert processor.executor.futures[0].result() is not None
+    assert processor.in_flight == 0
+    assert processor.state is ProcessorState.KILLED
+
+
+def test_late_result_after_the_loop_closed_is_dropped_quietly(gates, caplog):
+    own_loop = gates.loop
+    processor = RecordingSeparateSync(gates)
+    processor.executor = RecordingExecutor(1)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1])
+        yield From(gates.wait_started(1))
+        processor.kill()
+        raise Return(processor.get_ready())
+
+    [handle] = run(own_loop, scenario())
+    assert handle.future.cancelled()
+    # the loop is then closed (as a killed run does) while the thread still runs
+    _settle(own_loop)
+    own_loop.close()
+    callbacks_done = threading.Event()
+    [executor_future] = processor.executor.futures
+    with caplog.at_level(logging.DEBUG):
+        gates.open_all()
+        executor_future.add_done_callback(lambda _: callbacks_done.set())
+        assert callbacks_done.wait(TIMEOUT)
+    processor.executor.shutdown(wait=False)
+    assert executor_future.result() == done(1)
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors == []
+
+
+def test_kill_cancels_queued_jobs_that_never_started(loop, gates):
+    processor = GatedSeparate(gates, max_parallel_jobs=1)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1, 2, 3])
+        yield From(gates.wait_started(1))
+        processor.kill()
+        killed = processor.get_ready()
+        yield From(spin())
+        raise Return(killed)
+
+    killed = run(loop, scenario())
+    assert sorted(h.descriptor for h in killed) == [1, 2, 3]
+    assert all(h.future.cancelled() for h in killed)
+    assert gates.started == [1]  # the queued ones never start
+
+
+# == loops =============================================================================
+
+def test_processor_is_created_outside_a_loop_and_runs_on_successive_loops(loop, gates, kind):
+    processor = kind(gates)  # no loop is running
+    gates.open_all()
+    for descriptors in ([1, 2], [3]):
+        own_loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(own_loop)
+        gates.loop = own_loop
+        try:
+            processor.feed_new(descriptors)
+            handles = flatten(run(own_loop, collect(processor)))
+            _settle(own_loop)
+        finally:
+            own_loop.close()
+            asyncio.set_event_loop(loop)
+            gates.loop = loop
+        assert sorted(outcome(h) for h in handles) == [done(d) for d in descriptors]
+        assert processor.state is ProcessorState.IDLE
+
+
+# == pickling ==========================================================================
+
+def _pickle_roundtrip(processor):
+    return pickle.loads(pickle.dumps(processor, pickle.HIGHEST_PROTOCOL))
+
+
+def test_fresh_processor_pickles(gates, kind):
+    copy = _pickle_roundtrip(kind(gates))
+    assert type(copy) is kind
+    assert copy.state is ProcessorState.IDLE
+    assert copy.in_flight == 0
+
+
+@pytest.mark.parametrize("options", [
+    {"max_parallel_jobs": 3, "job_timeout": 12.5},
+    {"max_batch_size": 4},
+], ids=["separate", "sequential"])
+def test_pickling_keeps_the_options(gates, options):
+    cls = GatedSeparateSync if "max_parallel_jobs" in options else GatedSequentialSync
+    copy = _pickle_roundtrip(cls(gates, **options))
+    for name, value in options.items():
+        assert getattr(copy, name) == value
+
+
+def test_processor_pickles_with_jobs_in_flight_and_after_a_run(loop, gates, kind):
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1])
+        gates.open(1)
+        yield From(collect(processor))  # a run happened on this loop
+        processor.feed_new([2, 3])
+        yield From(gates.wait_started(1))
+        copy = _pickle_roundtrip(processor)  # jobs in flight
+        assert copy.in_flight == 0
+        assert copy.state is ProcessorState.IDLE
+        assert processor.in_flight == 2
+        gates.open_all()
+        yield From(collect(processor))
+        after = _pickle_roundtrip(processor)  # after the run
+        assert after.state is ProcessorState.IDLE
+        # the copies are processors that work, on the same loop
+        copy.feed_new([4])
+        after.feed_new([5])
+        handles = flatten((yield From(collect(copy)))) + flatten((yield From(collect(after))))
+        raise Return(handles)
+
+    handles = run(loop, scenario())
+    assert sorted(outcome(h) for h in handles) == [done(4), done(5)]
+
+
+def test_pickled_processor_holds_no_loop_future_or_lock(loop, gates, thread_kind):
+    processor = thread_kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1])
+        yield From(gates.wait_started(1))
+        raise Return(pickle.dumps(processor, 0))
+
+    data = run(loop, scenario())
+    gates.open_all()
+    run(loop, collect(processor))
+    for forbidden in (b"Future", b"EventLoop", b"lock", b"Thread", b"Executor"):
+        assert forbidden not in data
+
+
+# == process pools =====================================================================
+
+_PROCESS_POOLS = []  # the pool of the running test, out of the processors' pickled state
+
+
+def _make_process_pool():
+    from concurrent.futures import ProcessPoolExecutor
+    if sys.version_info >= (3, 7):
+        # spawn, not fork: forking a process that runs threads can deadlock the child
+        import multiprocessing
+        return ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(2)
+
+
+class _PicklingCheck(object):
+    """A process pool that refuses, at submit, a job it could not pickle.
+
+    The ``futures`` backport of Python 2.7 loses such a job and waits for it forever;
+    with this wrapper the job fails instead, and the test fails instead of hanging.
+    """
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def submit(self, fn, *args, **kwargs):
+        pickle.dumps((fn, args, kwargs), pickle.HIGHEST_PROTOCOL)
+        return self.pool.submit(fn, *args, **kwargs)
+
+
+def _current_process_pool():
+    pool = _PROCESS_POOLS[-1]
+    return _PicklingCheck(pool) if PY2 else pool
+
+
+class SquareInProcesses(SeparateBatchProcessorSynchronous):
+    @property
+    def _executor(self):
+        return _current_process_pool()
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        if job_descriptor < 0:
+            raise ValueError("negative %r" % (job_descriptor,))
+        return job_descriptor * job_descriptor, os.getpid()
+
+
+class BatchSquareInProcesses(SequentialBatchProcessorSynchronous):
+    @property
+    def _executor(self):
+        return _current_process_pool()
+
+    def _run_batch_synchronous(self, job_descriptors):
+        return [(d * d, os.getpid()) for d in job_descriptors]
+
+
+@pytest.fixture
+def process_pool():
+    pool = _make_process_pool()
+    _PROCESS_POOLS.append(pool)
+    try:
+        yield pool
+    finally:
+        _PROCESS_POOLS.remove(pool)
+        pool.shutdown(wait=True)
+
+
+def test_separate_processor_runs_in_a_process_pool(process_pool):
+    handles = run_batch_processor(SquareInProcesses(max_parallel_jobs=2), [1, 2, 3, -1])
+    outcomes = dict((h.descriptor, h.future) for h in handles)
+    assert sorted(outcomes) == [-1, 1, 2, 3]
+    for descriptor in (1, 2, 3):
+        square, pid = outcomes[descriptor].result()
+        assert square == descriptor * descriptor
+        assert pid != os.getpid()
+    assert isinstance(outcomes[-1].exception(), ValueError)
+
+
+def test_sequential_processor_runs_in_a_process_pool(process_pool):
+    processor = BatchSquareInProcesses(max_batch_size=2)
+    handles = run_batch_processor(processor, [1, 2, 3])
+    results = dict((h.descriptor, h.future.result()) for h in handles)
+    assert sorted((d, square) for d, (square, _) in results.items()) == [(1, 1), (2, 4), (3, 9)]
+    assert all(pid != os.getpid() for _, pid in results.values())

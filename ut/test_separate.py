@@ -1,0 +1,1037 @@
+"""Tests of ``batch_processor.separate``: one job per descriptor, capped, timed, retried.
+
+Jobs wait behind *gates* that the test opens (a loop future for coroutine jobs, a
+`threading.Event` for jobs in threads), so every ordering is forced by the test,
+never by time. The only clocks are ``job_timeout`` itself, on jobs that never end
+by themselves.
+"""
+from __future__ import absolute_import, division, print_function
+
+import collections
+import gc
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+from concurrent.futures import Executor
+
+import attr
+import pytest
+
+from batch_processor import (
+    JobTimeoutError, ProcessorState, RetryPolicy, SeparateBatchProcessor,
+    SeparateBatchProcessorSynchronous, UnsafeThreadPoolExecutor, run_batch_processor,
+    run_batch_processor_single)
+from batch_processor.compat import CancelledError, From, Return, asyncio, coroutine
+
+PY2 = sys.version_info[0] == 2
+TIMEOUT = 30  # seconds; a safety net against hangs, never a measurement
+SHORT = 0.05  # a job_timeout, for attempts that never end by themselves
+
+
+# -- the loop --------------------------------------------------------------------------
+
+def _pending_tasks(loop):
+    if sys.version_info >= (3, 7):
+        tasks = asyncio.all_tasks(loop)
+    else:
+        tasks = asyncio.Task.all_tasks(loop)
+    return [task for task in tasks if not task.done()]
+
+
+def _settle(loop):
+    """Let the tasks that were just cancelled end (a few turns of the loop)."""
+    for _ in range(5):
+        loop.run_until_complete(asyncio.sleep(0))
+
+
+@pytest.fixture
+def loop():
+    """A fresh debug event loop, current for the test; fails the test if it leaves tasks."""
+    loop = asyncio.new_event_loop()
+    loop.set_debug(True)
+    asyncio.set_event_loop(loop)
+    leftovers = []
+    try:
+        yield loop
+        if not loop.is_closed():  # a test may close it, as a killed run does
+            _settle(loop)
+            leftovers = _pending_tasks(loop)
+    finally:
+        if not loop.is_closed():
+            tasks = _pending_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.close()
+        asyncio.set_event_loop(None)
+    assert not leftovers, "the test left pending tasks: %r" % (leftovers,)
+
+
+def new_future(loop):
+    if PY2:
+        return asyncio.Future(loop=loop)
+    return loop.create_future()
+
+
+def run(loop, coro):
+    """Run ``coro`` on ``loop`` to its end and return its value (`TIMEOUT` as a safety net)."""
+    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+
+
+@coroutine
+def spin(turns=5):
+    """Give the loop a few turns, for checks that something did NOT happen."""
+    for _ in range(turns):
+        yield From(asyncio.sleep(0))
+
+
+@coroutine
+def collect(processor):
+    """Drive ``processor`` until nothing is in flight; return each non-empty get_ready()."""
+    rounds = []
+    while processor.in_flight:
+        yield From(processor.wait_ready())
+        ready = processor.get_ready()
+        if ready:
+            rounds.append(ready)
+    raise Return(rounds)
+
+
+def flatten(rounds):
+    return [handle for ready in rounds for handle in ready]
+
+
+def outcome(handle):
+    future = handle.future
+    assert future.done()
+    if future.cancelled():
+        return "cancelled"
+    if future.exception() is not None:
+        return future.exception()
+    return future.result()
+
+
+# -- gated jobs ------------------------------------------------------------------------
+
+_GATES = {}  # key -> Gates; processors keep the key only, so that they pickle
+_KEYS = itertools.count()
+
+
+class Gates(object):
+    """Jobs that wait until the test opens their gate, and a record of what they did.
+
+    A gate has a key (a Separate job's descriptor, a Sequential batch's first
+    descriptor). Coroutine jobs wait on a future of the loop, thread jobs on a
+    `threading.Event`. `wait_started` returns a loop future, resolved from any
+    thread when enough jobs have started.
+    """
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.key = "gates-%d" % next(_KEYS)
+        self.lock = threading.Lock()
+        self.started = []
+        self.finished = []
+        self.cancelled = []
+        self.batches = []
+        self.threads = []
+        self.running = 0
+        self.max_running = 0
+        self._all_open = False
+        self._opened = set()
+        self._events = {}
+        self._futures = {}
+        self._start_waiters = []
+        _GATES[self.key] = self
+
+    # -- the test's side (loop thread) --
+
+    def open(self, *keys):
+        with self.lock:
+            self._opened.update(keys)
+            events = [self._event(key) for key in keys]
+        for event in events:
+            event.set()
+        for key in keys:
+            future = self._futures.get(key)
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def open_all(self):
+        with self.lock:
+            self._all_open = True
+            events = list(self._events.values())
+        for event in events:
+            event.set()
+        for future in self._futures.values():
+            if not future.done():
+                future.set_result(None)
+
+    def wait_started(self, count):
+        future = new_future(self.loop)
+        self._start_waiters.append((count, future))
+        self._wake()
+        return future
+
+    def _wake(self):
+        with self.lock:
+            started = len(self.started)
+        waiting = []
+        for count, future in self._start_waiters:
+            if future.done():
+                continue
+            if started >= count:
+                future.set_result(None)
+            else:
+                waiting.append((count, future))
+        self._start_waiters = waiting
+
+    # -- the jobs' side --
+
+    def _event(self, key):  # with self.lock held
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = threading.Event()
+            if self._all_open or key in self._opened:
+                event.set()
+        return event
+
+    def _future(self, key):  # loop thread
+        future = self._futures.get(key)
+        if future is None or future.cancelled():
+            future = self._futures[key] = new_future(self.loop)
+            if self._all_open or key in self._opened:
+                future.set_result(None)
+        return future
+
+    def _enter(self, keys, batch):
+        with self.lock:
+            if batch:
+                self.batches.append(list(keys))
+            self.started.extend(keys)
+            self.threads.append(threading.current_thread())
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        try:
+            self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits any more
+
+    def _leave(self, keys, ok):
+        with self.lock:
+            self.running -= 1
+            if ok:
+                self.finished.extend(keys)
+
+    @coroutine
+    def coroutine_job(self, keys, gate, result, batch=False):
+        self._enter(keys, batch)
+        ok = False
+        try:
+            yield From(self._future(gate))
+            ok = True
+        except CancelledError:
+            with self.lock:
+                self.cancelled.extend(keys)
+            raise
+        finally:
+            self._leave(keys, ok)
+        raise Return(result)
+
+    def thread_job(self, keys, gate, result, batch=False):
+        self._enter(keys, batch)
+        with self.lock:
+            event = self._event(gate)
+        ok = False
+        try:
+            if not event.wait(TIMEOUT):
+                raise RuntimeError("the test never opened the gate %r" % (gate,))
+            ok = True
+        finally:
+            self._leave(keys, ok)
+        return result
+
+
+def done(descriptor):
+    return ("done", descriptor)
+
+
+@coroutine
+def collect_some(processor):
+    """Wait for one get_ready() that is not empty."""
+    rounds = []
+    while not rounds:
+        yield From(processor.wait_ready())
+        ready = processor.get_ready()
+        if ready:
+            rounds.append(ready)
+    raise Return(rounds)
+
+
+class RecordingExecutor(Executor):
+    """Runs jobs in an `UnsafeThreadPoolExecutor` and keeps their futures."""
+
+    def __init__(self, max_workers):
+        self.inner = UnsafeThreadPoolExecutor(max_workers)
+        self.futures = []
+
+    def submit(self, fn, *args, **kwargs):
+        future = self.inner.submit(fn, *args, **kwargs)
+        self.futures.append(future)
+        return future
+
+    def shutdown(self, wait=True):
+        self.inner.shutdown(wait)
+
+
+@coroutine
+def _callbacks_ran(loop, executor_futures):
+    """Wait until every future of ``executor_futures`` is done and its callbacks ran.
+
+    Callbacks run in the order they were added, and each one the processor added
+    hands its work to the loop with ``call_soon_threadsafe``: a callback added now,
+    which does the same, is served after it.
+    """
+    for executor_future in executor_futures:
+        marker = new_future(loop)
+
+        def mark(_, marker=marker):
+            loop.call_soon_threadsafe(lambda: marker.done() or marker.set_result(None))
+        executor_future.add_done_callback(mark)
+        yield From(marker)
+
+
+class GatedSeparate(SeparateBatchProcessor):
+    """Each job waits for the gate of its descriptor, then returns ``done(descriptor)``."""
+
+    def __init__(self, gates, **options):
+        super(GatedSeparate, self).__init__(**options)
+        self.gates_key = gates.key
+
+    def _run_one_job(self, job_descriptor):
+        return _GATES[self.gates_key].coroutine_job(
+            [job_descriptor], job_descriptor, done(job_descriptor))
+
+
+class GatedSeparateSync(SeparateBatchProcessorSynchronous):
+    """The same, in a thread of the processor's executor."""
+
+    def __init__(self, gates, **options):
+        super(GatedSeparateSync, self).__init__(**options)
+        self.gates_key = gates.key
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        return _GATES[self.gates_key].thread_job(
+            [job_descriptor], job_descriptor, done(job_descriptor))
+
+
+KINDS = [GatedSeparate, GatedSeparateSync]
+
+
+@pytest.fixture
+def gates(loop):
+    gates = Gates(loop)
+    try:
+        yield gates
+    finally:
+        gates.open_all()  # no job thread stays blocked after the test
+        del _GATES[gates.key]
+
+
+@pytest.fixture(params=KINDS, ids=lambda cls: cls.__name__)
+def kind(request):
+    return request.param
+
+
+class Rendezvous(object):
+    """``arrive()`` returns once ``parties`` threads have arrived: they ran at once."""
+
+    def __init__(self, parties):
+        self.parties = parties
+        self.arrived = 0
+        self.condition = threading.Condition()
+
+    def arrive(self):
+        deadline = time.time() + TIMEOUT  # a safety net only
+        with self.condition:
+            self.arrived += 1
+            self.condition.notify_all()
+            while self.arrived < self.parties:
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    raise RuntimeError("only %d of %d jobs ran at once"
+                                       % (self.arrived, self.parties))
+                self.condition.wait(remaining)
+        return threading.current_thread()
+
+
+# == max_parallel_jobs =================================================================
+
+@pytest.mark.parametrize("options", [{}, {"job_timeout": TIMEOUT, "retry": RetryPolicy(2)}],
+                         ids=["plain", "timed_and_retried"])
+def test_never_more_than_max_parallel_jobs_and_as_many_when_waiting(loop, gates, kind, options):
+    processor = kind(gates, max_parallel_jobs=2, **options)
+
+    @coroutine
+    def scenario():
+        processor.feed_new(range(6))
+        yield From(gates.wait_started(2))  # two waiting: two run at once
+        yield From(spin())
+        assert gates.started == [0, 1]
+        for next_one in range(2, 6):
+            gates.open(next_one - 2)  # the oldest running job ends...
+            yield From(gates.wait_started(next_one + 1))  # ...and the next one starts
+            yield From(spin())
+            assert gates.started == list(range(next_one + 1))
+            assert gates.running == 2
+        gates.open_all()
+        rounds = yield From(collect(processor))
+        raise Return(flatten(rounds))
+
+    handles = run(loop, scenario())
+    assert sorted(outcome(h) for h in handles) == [done(d) for d in range(6)]
+    assert gates.max_running == 2
+    assert gates.started == list(range(6))  # in feed order
+
+
+def test_one_at_a_time_starts_in_feed_order(loop, gates, kind):
+    processor = kind(gates, max_parallel_jobs=1)
+    descriptors = [5, 3, 9, 1, 7]
+
+    @coroutine
+    def scenario():
+        processor.feed_new(descriptors)
+        for count, descriptor in enumerate(descriptors, 1):
+            yield From(gates.wait_started(count))
+            yield From(spin())
+            assert gates.started == descriptors[:count]
+            gates.open(descriptor)
+        yield From(collect(processor))
+
+    run(loop, scenario())
+    assert gates.started == descriptors
+    assert gates.max_running == 1
+
+
+def test_without_a_cap_every_job_runs_at_once(loop, gates, kind):
+    # 4 jobs: the default thread pool has at least 5 workers
+    count = 4 if kind is GatedSeparateSync else 20
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new(range(count))
+        yield From(gates.wait_started(count))  # none has ended
+        assert gates.running == count
+        gates.open_all()
+        yield From(collect(processor))
+
+    run(loop, scenario())
+    assert gates.max_running == count
+
+
+def test_stop_lets_queued_jobs_run_too(loop, gates, kind):
+    processor = kind(gates, max_parallel_jobs=1)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1, 2, 3])
+        yield From(gates.wait_started(1))
+        stopped = processor.stop()
+        assert processor.state is ProcessorState.STOPPING
+        gates.open_all()
+        rounds = yield From(collect(processor))
+        yield From(stopped)
+        raise Return(flatten(rounds))
+
+    handles = run(loop, scenario())
+    assert sorted(outcome(h) for h in handles) == [done(1), done(2), done(3)]
+    assert processor.state is ProcessorState.STOPPED
+    assert gates.started == [1, 2, 3]
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "2", True])
+def test_max_parallel_jobs_must_be_a_positive_integer(value):
+    with pytest.raises((ValueError, TypeError)) as info:
+        Misbehaving(max_parallel_jobs=value)
+    assert "max_parallel_jobs" in str(info.value)
+
+
+# == a job's handle ====================================================================
+
+def test_a_handle_is_ready_as_soon_as_its_job_ends(loop, gates, kind):
+    processor = kind(gates)
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1, 2, 3])
+        yield From(gates.wait_started(3))
+        order = []
+        for descriptor in (2, 3, 1):
+            gates.open(descriptor)
+            rounds = yield From(collect_some(processor))
+            order.append([h.descriptor for h in flatten(rounds)])
+            assert processor.in_flight == 3 - len(order)
+        raise Return(order)
+
+    assert run(loop, scenario()) == [[2], [3], [1]]
+
+
+class Misbehaving(SeparateBatchProcessor):
+    """``_run_one_job`` raises, or returns something that is not a coroutine."""
+
+    def _run_one_job(self, job_descriptor):
+        if job_descriptor == "raise":
+            raise KeyError("raised before any coroutine")
+        if job_descriptor == "value":
+            return 42
+        if job_descriptor == "none":
+            return None
+        return _echo(job_descriptor)
+
+
+@coroutine
+def _echo(value):
+    yield From(asyncio.sleep(0))
+    raise Return(value)
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"max_parallel_jobs": 1},
+    {"job_timeout": TIMEOUT},
+    {"retry": RetryPolicy(attempts=2, retry_on=(ZeroDivisionError,))},
+], ids=["plain", "capped", "timed", "retried"])
+def test_a_misbehaving_run_one_job_fails_its_own_handle(options):
+    handles = run_batch_processor(Misbehaving(**options), ["raise", "value", "ok", "none"])
+    assert len(handles) == 4
+    by_descriptor = dict((h.descriptor, h.future) for h in handles)
+    assert by_descriptor["ok"].result() == "ok"
+    raised = by_descriptor["raise"].exception()
+    assert isinstance(raised, KeyError)
+    assert raised.args == ("raised before any coroutine",)
+    for descriptor, shown in (("value", "42"), ("none", "None")):
+        error = by_descriptor[descriptor].exception()
+        assert isinstance(error, TypeError)
+        message = str(error)
+        assert "Misbehaving" in message
+        assert "_run_one_job" in message
+        assert "coroutine" in message
+        assert shown in message
+
+
+# == executors =========================================================================
+
+class CountingReads(SeparateBatchProcessorSynchronous):
+    """Counts how often ``_executor`` is read; every read gives the same pool."""
+
+    def __init__(self, **options):
+        super(CountingReads, self).__init__(**options)
+        self.reads = 0
+        self.pool = UnsafeThreadPoolExecutor(2)
+
+    @property
+    def _executor(self):
+        self.reads += 1
+        return self.pool
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        return job_descriptor * 2
+
+
+@pytest.mark.parametrize("options", [{}, {"max_parallel_jobs": 2}], ids=["uncapped", "capped"])
+def test_executor_is_read_once_per_job(options):
+    processor = CountingReads(**options)
+    try:
+        handles = run_batch_processor(processor, range(7))
+        assert sorted(h.future.result() for h in handles) == [d * 2 for d in range(7)]
+        assert processor.reads == 7
+        run_batch_processor(processor, [10, 11])
+        assert processor.reads == 9
+    finally:
+        processor.pool.shutdown(wait=True)
+
+
+class SomeSeparateProcessor(SeparateBatchProcessorSynchronous):
+    """The seed's example, as written there."""
+
+    @property
+    def _executor(self):
+        # We create a new separate thread for each job
+        return UnsafeThreadPoolExecutor(1)
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        # type: (int) -> int
+        return job_descriptor + 1
+
+
+def test_the_seed_example():
+    res = run_batch_processor_single(
+        batch_processor=SomeSeparateProcessor(),
+        descriptor=25
+    )
+    assert res.descriptor == 25
+    assert res.future.result() == 26
+
+
+class ThreadPerJob(SeparateBatchProcessorSynchronous):
+    """The seed's per-job executor; its jobs wait for each other at a rendezvous."""
+
+    def __init__(self, rendezvous):
+        super(ThreadPerJob, self).__init__()
+        self.rendezvous = rendezvous
+        self.executors = []
+
+    @property
+    def _executor(self):
+        executor = UnsafeThreadPoolExecutor(1)
+        self.executors.append(executor)
+        return executor
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        return self.rendezvous.arrive()
+
+
+def test_a_fresh_executor_per_job_gives_every_job_its_own_thread():
+    processor = ThreadPerJob(Rendezvous(4))
+    handles = run_batch_processor(processor, range(4))
+    threads = [h.future.result() for h in handles]  # each ran while all others waited
+    assert len(set(threads)) == 4
+    assert threading.current_thread() not in threads
+    assert len(set(processor.executors)) == 4
+
+
+class Plain(SeparateBatchProcessorSynchronous):
+    def _run_one_job_synchronous(self, job_descriptor):
+        return threading.current_thread()
+
+
+def _default_workers():
+    cpu_count = getattr(os, "process_cpu_count", None) or getattr(os, "cpu_count", None)
+    if cpu_count is None:
+        import multiprocessing
+        cpu_count = multiprocessing.cpu_count
+    return min(32, (cpu_count() or 1) + 4)
+
+
+def _check_pool_size(executor, workers):
+    """``executor`` runs ``workers`` jobs at once, and never on more than that many threads."""
+    rendezvous = Rendezvous(workers)
+    threads = [f.result(TIMEOUT) for f in [executor.submit(rendezvous.arrive)
+                                            for _ in range(workers)]]
+    assert len(set(threads)) == workers
+    # with every worker blocked, one more job does not start
+    release = threading.Event()
+    blockers = [executor.submit(release.wait, TIMEOUT) for _ in range(workers)]
+    extra = executor.submit(threading.current_thread)
+    try:
+        assert not extra.running() and not extra.done()
+    finally:
+        release.set()
+    assert all(blocker.result(TIMEOUT) for blocker in blockers)
+    threads.append(extra.result(TIMEOUT))
+    threads.extend(executor.submit(threading.current_thread).result(TIMEOUT)
+                   for _ in range(workers))
+    assert len(set(threads)) == workers
+
+
+def test_default_executor_has_max_parallel_jobs_workers_and_is_shared():
+    processor = Plain(max_parallel_jobs=3)
+    executor = processor._executor
+    assert isinstance(executor, Executor)
+    assert processor._executor is executor
+    handles = run_batch_processor(processor, range(9))
+    assert processor._executor is executor  # one pool for all the processor's jobs
+    assert len(set(h.future.result() for h in handles)) <= 3
+    _check_pool_size(executor, 3)
+
+
+def test_default_executor_without_a_cap_has_the_standard_number_of_workers():
+    processor = Plain()
+    executor = processor._executor
+    assert processor._executor is executor
+    run_batch_processor(processor, range(3))
+    assert processor._executor is executor
+    _check_pool_size(executor, _default_workers())
+
+
+# == job_timeout =======================================================================
+
+def test_job_timeout_fails_the_attempt_with_job_timeout_error(loop, gates, kind):
+    processor = kind(gates, job_timeout=SHORT)
+
+    @coroutine
+    def scenario():
+        processor.feed_new(["hung"])  # its gate is never opened
+        rounds = yield From(collect(processor))
+        raise Return(flatten(rounds))
+
+    [handle] = run(loop, scenario())
+    error = handle.future.exception()
+    assert isinstance(error, JobTimeoutError)
+    assert kind.__name__ in str(error)
+    assert processor.state is ProcessorState.IDLE
+    if kind is GatedSeparate:
+        assert gates.cancelled == ["hung"]  # the attempt's coroutine was cancelled
+    assert gates.finished == []
+
+
+class RecordingSync(GatedSeparateSync):
+    executor = None
+
+    @property
+    def _executor(self):
+        return self.executor
+
+
+def test_job_timeout_abandons_the_thread_and_discards_its_late_result(loop, gates):
+    processor = RecordingSync(gates, job_timeout=SHORT)
+    processor.executor = RecordingExecutor(1)
+
+    @coroutine
+    def scenario():
+        processor.feed_new(["hung"])
+        rounds = yield From(collect(processor))
+        assert gates.running == 1  # still blocked in its thread
+        gates.open_all()
+        yield From(_callbacks_ran(loop, processor.executor.futures))
+        yield From(spin())
+        raise Return((flatten(rounds), processor.get_ready()))
+
+    try:
+        [handle], late = run(loop, scenario())
+    finally:
+        processor.executor.shutdown(wait=False)
+    assert isinstance(handle.future.exception(), JobTimeoutError)
+    assert gates.finished == ["hung"]
+    assert late == set()
+    assert processor.in_flight == 0
+
+
+def test_jobs_within_job_timeout_succeed(loop, gates, kind):
+    processor = kind(gates, job_timeout=TIMEOUT)
+    gates.open_all()
+    processor.feed_new([1, 2])
+    handles = flatten(run(loop, collect(processor)))
+    assert sorted(outcome(h) for h in handles) == [done(1), done(2)]
+
+
+@pytest.mark.parametrize("value", [0, -1, "1"])
+def test_job_timeout_must_be_a_positive_number(value):
+    with pytest.raises((ValueError, TypeError)) as info:
+        Misbehaving(job_timeout=value)
+    assert "job_timeout" in str(info.value)
+
+
+# == RetryPolicy =======================================================================
+
+BLOCK = "block"  # a step of a script: the attempt never ends by itself
+
+
+class Scripted(SeparateBatchProcessor):
+    """Attempt k of job d follows ``script[d][k - 1]``: raise it, block, or return it."""
+
+    def __init__(self, gates, script, **options):
+        super(Scripted, self).__init__(**options)
+        self.gates_key = gates.key
+        self.script = script
+        self.calls = collections.Counter()
+
+    @coroutine
+    def _run_one_job(self, job_descriptor):
+        self.calls[job_descriptor] += 1
+        attempt = self.calls[job_descriptor]
+        step = self.script[job_descriptor][attempt - 1]
+        if step == BLOCK:
+            yield From(_GATES[self.gates_key].coroutine_job(
+                [(job_descriptor, attempt)], (job_descriptor, attempt), None))
+        if isinstance(step, BaseException):
+            yield From(asyncio.sleep(0))
+            raise step
+        # a value is returned in the attempt's first step: no job_timeout can beat it
+        raise Return(step)
+
+
+class ScriptedSync(SeparateBatchProcessorSynchronous):
+    """The same in threads."""
+
+    def __init__(self, gates, script, **options):
+        super(ScriptedSync, self).__init__(**options)
+        self.gates_key = gates.key
+        self.script = script
+        self.calls = collections.Counter()
+        self.lock = threading.Lock()
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        with self.lock:
+            self.calls[job_descriptor] += 1
+            attempt = self.calls[job_descriptor]
+        step = self.script[job_descriptor][attempt - 1]
+        if step == BLOCK:
+            _GATES[self.gates_key].thread_job(
+                [(job_descriptor, attempt)], (job_descriptor, attempt), None)
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+
+@pytest.fixture(params=[Scripted, ScriptedSync], ids=["coroutine", "thread"])
+def scripted(request):
+    return request.param
+
+
+def _run_scripted(loop, processor, descriptors):
+    """Drive ``processor`` by hand; return ``{descriptor: handle}``, checking one handle each."""
+    processor.feed_new(descriptors)
+    handles = flatten(run(loop, collect(processor)))
+    assert sorted(h.descriptor for h in handles) == sorted(descriptors)
+    return dict((h.descriptor, h) for h in handles)
+
+
+def test_retry_counts_every_attempt_and_keeps_the_last_outcome(loop, gates, scripted):
+    errors = [ValueError(1), ValueError(2), ValueError(3), ValueError("never")]
+    processor = scripted(gates, {"job": errors}, retry=RetryPolicy(attempts=3))
+    handles = _run_scripted(loop, processor, ["job"])
+    assert processor.calls["job"] == 3
+    assert handles["job"].future.exception() is errors[2]
+
+
+def test_retry_stops_at_the_first_success(loop, gates, scripted):
+    script = {"a": [KeyError("a1"), "a ok"], "b": ["b ok"], "c": [OSError(), IOError(), "c ok"]}
+    processor = scripted(gates, script, retry=RetryPolicy(attempts=5))
+    handles = _run_scripted(loop, processor, ["a", "b", "c"])
+    assert dict(processor.calls) == {"a": 2, "b": 1, "c": 3}
+    assert dict((d, h.future.result()) for d, h in handles.items()) == {
+        "a": "a ok", "b": "b ok", "c": "c ok"}
+
+
+@pytest.mark.parametrize("retry", [None, RetryPolicy(attempts=1)], ids=["None", "attempts=1"])
+def test_one_attempt_without_retry(loop, gates, scripted, retry):
+    processor = scripted(gates, {"job": [ValueError("once"), "never"]}, retry=retry)
+    handles = _run_scripted(loop, processor, ["job"])
+    assert processor.calls["job"] == 1
+    assert isinstance(handles["job"].future.exception(), ValueError)
+
+
+def test_retry_on_selects_the_exceptions_worth_another_attempt(loop, gates, scripted):
+    script = {
+        "not matched": [ValueError("v"), "never"],
+        "matched": [KeyError("k"), IndexError("i"), "ok"],  # both are LookupErrors
+        "matched then not": [KeyError("k"), ValueError("v"), "never"],
+    }
+    processor = scripted(gates, script,
+                         retry=RetryPolicy(attempts=4, retry_on=(LookupError, ZeroDivisionError)))
+    handles = _run_scripted(loop, processor, list(script))
+    assert dict(processor.calls) == {"not matched": 1, "matched": 3, "matched then not": 2}
+    assert isinstance(handles["not matched"].future.exception(), ValueError)
+    assert handles["matched"].future.result() == "ok"
+    assert isinstance(handles["matched then not"].future.exception(), ValueError)
+
+
+@pytest.mark.parametrize("retry_on", [(JobTimeoutError,), (Exception,)],
+                         ids=["JobTimeoutError", "Exception"])
+def test_job_timeout_error_is_retried_when_retry_on_matches_it(loop, gates, retry_on):
+    processor = Scripted(gates, {"job": [BLOCK, "second attempt"]}, job_timeout=SHORT,
+                         retry=RetryPolicy(attempts=2, retry_on=retry_on))
+    handles = _run_scripted(loop, processor, ["job"])
+    assert processor.calls["job"] == 2
+    assert handles["job"].future.result() == "second attempt"
+    assert gates.cancelled == [("job", 1)]  # the timed-out attempt was cancelled
+
+
+def test_job_timeout_error_is_not_retried_when_retry_on_does_not_match(loop, gates, scripted):
+    processor = scripted(gates, {"job": [BLOCK, "never"]}, job_timeout=SHORT,
+                         retry=RetryPolicy(attempts=3, retry_on=(KeyError,)))
+    handles = _run_scripted(loop, processor, ["job"])
+    assert processor.calls["job"] == 1
+    assert isinstance(handles["job"].future.exception(), JobTimeoutError)
+
+
+def test_every_attempt_timing_out_ends_with_job_timeout_error(loop, gates):
+    processor = Scripted(gates, {"job": [BLOCK, BLOCK, "never"]}, job_timeout=SHORT,
+                         retry=RetryPolicy(attempts=2))
+    handles = _run_scripted(loop, processor, ["job"])
+    assert processor.calls["job"] == 2
+    assert isinstance(handles["job"].future.exception(), JobTimeoutError)
+    assert gates.cancelled == [("job", 1), ("job", 2)]
+
+
+def test_kill_is_never_retried(loop, gates, scripted):
+    processor = scripted(gates, {"job": [BLOCK] * 5}, retry=RetryPolicy(attempts=5))
+
+    @coroutine
+    def scenario():
+        processor.feed_new(["job"])
+        yield From(gates.wait_started(1))
+        processor.kill()
+        killed = processor.get_ready()
+        gates.open_all()  # a thread job ends now: its late result must not count
+        yield From(spin(10))
+        raise Return((killed, processor.get_ready()))
+
+    killed, late = run(loop, scenario())
+    [handle] = killed
+    assert handle.future.cancelled()
+    assert late == set()
+    assert processor.calls["job"] == 1
+    if scripted is Scripted:
+        assert gates.cancelled == [("job", 1)]
+
+
+def test_kill_during_the_backoff_ends_the_job_without_another_attempt(loop, gates):
+    processor = Scripted(gates, {"job": [ValueError("first"), "never"]},
+                         retry=RetryPolicy(attempts=2, backoff=TIMEOUT * 100))
+
+    @coroutine
+    def scenario():
+        processor.feed_new(["job"])
+        while processor.calls["job"] < 1:
+            yield From(asyncio.sleep(0))
+        yield From(spin(10))  # the first attempt fails; the job waits its backoff
+        processor.kill()
+        killed = processor.get_ready()
+        yield From(spin(10))
+        raise Return(killed)
+
+    [handle] = run(loop, scenario())  # and the loop fixture finds no task left behind
+    assert handle.future.cancelled()
+    assert processor.calls["job"] == 1
+
+
+def test_cancellation_of_an_attempt_from_inside_is_not_retried(loop, gates):
+    class CancelsItself(SeparateBatchProcessor):
+        calls = 0
+
+        @coroutine
+        def _run_one_job(self, job_descriptor):
+            type(self).calls += 1
+            yield From(asyncio.sleep(0))
+            raise CancelledError()
+
+    processor = CancelsItself(retry=RetryPolicy(attempts=3, retry_on=(BaseException,)))
+    processor.feed_new(["job"])
+    [handle] = flatten(run(loop, collect(processor)))
+    assert handle.future.cancelled()
+    assert CancelsItself.calls == 1
+
+
+def test_backoff_doubles_before_each_new_attempt(loop, gates, monkeypatch):
+    delays = []
+    original_sleep = asyncio.sleep
+
+    def recording_sleep(delay, *args, **kwargs):
+        if delay:
+            delays.append(delay)
+        return original_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    errors = [ValueError(k) for k in range(4)]
+    processor = Scripted(gates, {"job": errors}, retry=RetryPolicy(attempts=4, backoff=0.5))
+    handles = _run_scripted(loop, processor, ["job"])
+    assert processor.calls["job"] == 4
+    assert handles["job"].future.exception() is errors[3]
+    assert delays == [0.5, 1.0, 2.0]  # backoff * 2 ** (k - 1) before attempt k + 1
+
+
+def test_no_backoff_means_no_wait(loop, gates, monkeypatch):
+    delays = []
+    original_sleep = asyncio.sleep
+
+    def recording_sleep(delay, *args, **kwargs):
+        if delay:
+            delays.append(delay)
+        return original_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    processor = Scripted(gates, {"job": [KeyError(), KeyError(), "ok"]},
+                         retry=RetryPolicy(attempts=3))
+    handles = _run_scripted(loop, processor, ["job"])
+    assert handles["job"].future.result() == "ok"
+    assert delays == []
+
+
+def test_retry_policy_is_an_attrs_class_with_the_spec_defaults():
+    assert attr.has(RetryPolicy)
+    assert [field.name for field in attr.fields(RetryPolicy)] == [
+        "attempts", "backoff", "retry_on"]
+    policy = RetryPolicy()
+    assert policy.attempts == 3
+    assert policy.backoff == 0.0
+    assert tuple(policy.retry_on) == (Exception,)
+    assert RetryPolicy(attempts=2, backoff=1.5, retry_on=(KeyError,)) == RetryPolicy(
+        2, 1.5, (KeyError,))
+
+
+@pytest.mark.parametrize("attempts", [0, -1, 1.5, "3", None])
+def test_retry_policy_attempts_must_be_an_integer_of_at_least_one(attempts):
+    with pytest.raises((ValueError, TypeError)) as info:
+        RetryPolicy(attempts=attempts)
+    assert "attempts" in str(info.value)
+
+
+@pytest.mark.parametrize("backoff", [-0.5, -1, "1", None])
+def test_retry_policy_backoff_must_be_a_non_negative_number(backoff):
+    with pytest.raises((ValueError, TypeError)) as info:
+        RetryPolicy(backoff=backoff)
+    assert "backoff" in str(info.value)
+
+
+@pytest.mark.parametrize("retry_on", [(int,), ("ValueError",), (ValueError, 3)],
+                         ids=["int", "a string", "a number"])
+def test_retry_policy_retry_on_takes_exception_classes(retry_on):
+    with pytest.raises((ValueError, TypeError)) as info:
+        RetryPolicy(retry_on=retry_on)
+    assert "retry_on" in str(info.value)
+
+
+def test_retry_must_be_a_retry_policy():
+    with pytest.raises(TypeError) as info:
+        Misbehaving(retry=3)
+    assert "RetryPolicy" in str(info.value)
+
+
+def test_retry_policy_is_accepted_by_both_separate_processors(loop, gates, kind):
+    processor = kind(gates, max_parallel_jobs=1, job_timeout=TIMEOUT,
+                     retry=RetryPolicy(attempts=2))
+    assert processor.retry == RetryPolicy(attempts=2)
+    gates.open_all()
+    processor.feed_new([1, 2])
+    handles = flatten(run(loop, collect(processor)))
+    assert sorted(outcome(h) for h in handles) == [done(1), done(2)]
+
+
+# == known bugs ========================================================================
+
+class _ErrorRecords(logging.Handler):
+    def __init__(self):
+        logging.Handler.__init__(self, logging.ERROR)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.mark.allow_asyncio_errors
+def test_kill_before_a_job_took_its_first_step_leaves_no_unawaited_coroutine(loop):
+    errors = _ErrorRecords()
+    logging.getLogger("asyncio").addHandler(errors)
+    processor = Misbehaving()
+
+    @coroutine
+    def scenario():
+        processor.feed_new(["ok"])  # inside the running (debug) loop
+        processor.kill()  # before the job's task took a step
+        yield From(spin())
+        raise Return(processor.get_ready())
+
+    try:
+        [handle] = run(loop, scenario())
+        gc.collect()
+    finally:
+        logging.getLogger("asyncio").removeHandler(errors)
+    assert handle.future.cancelled()
+    assert [record.getMessage() for record in errors.records] == []
