@@ -124,7 +124,7 @@ def stratified_folds(y, n_folds=5, seed=0):
     return folds
 
 
-_CACHE = {}
+_CACHE = {}  # type: dict
 
 
 def iris():
@@ -174,9 +174,9 @@ class Config(object):
     """
 
     model = attr.ib()
-    features = attr.ib(converter=lambda columns: tuple(sorted(set(columns))))
+    features = attr.ib(converter=lambda columns: tuple(sorted(set(columns))))  # type: tuple
     scaling = attr.ib()
-    params = attr.ib(converter=tuple)
+    params = attr.ib(converter=tuple)  # type: tuple
 
     @model.validator
     def _check_model(self, _, value):
@@ -311,7 +311,7 @@ class ProposalRequest(object):
     first_trial_id = attr.ib()
     size = attr.ib()
     elite = attr.ib(default=())
-    seen = attr.ib(default=frozenset())
+    seen = attr.ib(default=frozenset())  # type: frozenset
 
 
 EXPLORE = 0.25  # share of random configurations once there is an elite

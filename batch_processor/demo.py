@@ -28,6 +28,8 @@ from __future__ import absolute_import, division, print_function
 
 import argparse
 import multiprocessing
+import os
+import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -41,6 +43,7 @@ from batch_processor import (
     run_batch_processors_graph,
 )
 from batch_processor import _demo_model as model
+from batch_processor.dask import DaskExecutorMixin, local_client
 
 __all__ = ["Leaderboard", "Proposer", "Search", "SearchOutcome", "Trainer", "main"]
 
@@ -244,11 +247,11 @@ class Search(object):
                                      % (handle.descriptor, failure))
         return requests
 
-    def run(self):
+    def run(self, progress=False):
         """Run the search to the end; return its `SearchOutcome`."""
         started = time.time()
-        results = run_batch_processors_graph(
-            self.graph, {self.proposer: [self.leaderboard.first_request()]})
+        results = self.results = run_batch_processors_graph(
+            self.graph, {self.proposer: [self.leaderboard.first_request()]}, progress=progress)
         return SearchOutcome(
             budget=self.leaderboard.budget, evaluated=len(results[self.trainer]),
             ranking=self.leaderboard.ranking(), failures=self.leaderboard.failures(),
@@ -290,12 +293,60 @@ def parse_args(argv=None):
                              "(default: %(default)s)")
     parser.add_argument("--top", type=_positive_int, default=10,
                         help="rows of the table of the best configurations (default: %(default)s)")
+    parser.add_argument("--progress", action="store_true",
+                        help="show a live progress bar per processor on stderr")
+    parser.add_argument("--dot", metavar="PATH", default="batch_processor_demo.dot",
+                        help="where to write the picture of the pipeline with its counts, in "
+                             "Graphviz DOT; a PNG beside it when Graphviz is installed "
+                             "(default: %(default)s; '' for none)")
+    parser.add_argument("--dask", metavar="ADDRESS", nargs="?", const="local", default=None,
+                        help="train on a Dask cluster: a new local one of --workers processes, "
+                             "or the scheduler at ADDRESS (e.g. tcp://host:8786); needs the "
+                             "[dask] extra")
     return parser.parse_args(argv)
 
 
-def build_search(args):
-    """The `Search` that ``args`` describe."""
-    return Search(budget=args.budget, workers=args.workers, seed=args.seed)
+class DaskTrainer(DaskExecutorMixin, Trainer):
+    """The `Trainer`, its jobs run on a Dask cluster instead of a local process pool."""
+
+
+def _dask_client(args):
+    try:
+        import distributed
+    except ImportError:
+        raise SystemExit("batch_processor.demo: --dask needs the distributed package: "
+                         "pip install 'batch_processor[dask]'")
+    if args.dask == "local":
+        return local_client(n_workers=args.workers)
+    return distributed.Client(args.dask)
+
+
+def build_search(args, client=None):
+    """The `Search` that ``args`` describe (its trainer on ``client``'s cluster if given)."""
+    trainer = DaskTrainer(client, workers=args.workers) if client is not None else None
+    return Search(budget=args.budget, workers=args.workers, seed=args.seed, trainer=trainer)
+
+
+def write_picture(search, path, err=None):
+    """Write the pipeline, with its counts, as DOT to ``path``, and as PNG if Graphviz is here."""
+    err = err if err is not None else sys.stderr
+    with open(path, "w") as out:
+        out.write(search.graph.to_dot(getattr(search, "results", None)))
+    written = [path]
+    dot = _which("dot")
+    if dot is not None:
+        png = os.path.splitext(path)[0] + ".png"
+        if subprocess.call([dot, "-Tpng", "-o", png, path]) == 0:
+            written.append(png)
+    print("batch_processor.demo: the pipeline's picture is in %s" % " and ".join(written), file=err)
+
+
+def _which(program):
+    try:
+        from shutil import which
+    except ImportError:  # Python 2
+        from distutils.spawn import find_executable as which
+    return which(program)
 
 
 def print_report(outcome, top, out=None, err=None):
@@ -326,12 +377,22 @@ def print_report(outcome, top, out=None, err=None):
 def main(argv=None):
     """Parse the options, build the graph, run it, print the table. Returns the exit status."""
     args = parse_args(argv)
-    search = build_search(args)
+    client = _dask_client(args) if args.dask else None
     try:
-        outcome = search.run()
+        search = build_search(args, client)
+        try:
+            outcome = search.run(progress=args.progress)
+        finally:
+            search.close()
     finally:
-        search.close()
+        if client is not None:
+            cluster = client.cluster if args.dask == "local" else None
+            client.close()
+            if cluster is not None:
+                cluster.close()
     print_report(outcome, args.top)
+    if args.dot:
+        write_picture(search, args.dot)
     return 0 if outcome.ranking and not outcome.problems else 1
 
 

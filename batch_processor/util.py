@@ -31,10 +31,10 @@ from concurrent.futures import Executor, Future
 import six
 from six.moves import queue
 
-_EXITING = []  # made non-empty by the atexit handler: the interpreter is exiting
+_EXITING = []  # type: list  # made non-empty by the atexit handler: the interpreter is exiting
 _PARK = threading.Lock()  # held forever: workers that finish a job at exit block on it
 _PARK.acquire()
-_POOLS = weakref.WeakSet()  # the _Pool of every executor or worker still alive
+_POOLS = weakref.WeakSet()  # type: weakref.WeakSet  # the _Pool of every executor or worker still alive
 _POOLS_LOCK = threading.Lock()  # a WeakSet must not grow while being listed
 _COUNTER = itertools.count()
 

@@ -294,22 +294,49 @@ def check_report(text, budget, top):
     assert SUMMARY.search(text).groups() == (str(budget), str(budget), "0")
 
 
-def test_main_prints_the_table_of_the_best_configurations(capsys):
-    assert demo.main(["--budget", "12", "--top", "4", "--seed", "2"]) == 0
+def test_main_prints_the_table_of_the_best_configurations(capsys, tmpdir):
+    picture = str(tmpdir.join("pipeline.dot"))
+    assert demo.main(["--budget", "12", "--top", "4", "--seed", "2", "--dot", picture]) == 0
     out, err = capsys.readouterr()
     check_report(out, budget=12, top=4)
     assert "the search took" in err
+    assert picture in err
 
 
-def test_the_module_runs_as_a_program():
+def test_main_writes_the_pipeline_with_its_counts_as_dot(capsys, tmpdir):
+    picture = str(tmpdir.join("pipeline.dot"))
+    assert demo.main(["--budget", "7", "--dot", picture]) == 0
+    with open(picture) as f:
+        dot = f.read()
+    assert dot.startswith("digraph")
+    labels = dict(re.findall(r'^\s*(p\d+) \[label="([^"]*)"', dot, re.M))
+    assert sorted(label.split("\\n")[0] for label in labels.values()) == [
+        "Leaderboard", "Proposer", "Trainer"]
+    trainer = [label for label in labels.values() if label.startswith("Trainer")][0]
+    assert "ok 7 / failed 0 / cancelled 0" in trainer
+    edges = re.findall(r"(p\d+) -> (p\d+)", dot)
+    assert len(edges) == 3  # proposer -> trainer -> leaderboard -> proposer
+
+
+def test_main_shows_progress_per_processor_on_request(capfd, tmpdir):
+    assert demo.main(["--budget", "5", "--progress", "--dot", ""]) == 0
+    out, err = capfd.readouterr()
+    check_report(out, budget=5, top=5)
+    for name in ("Proposer", "Trainer", "Leaderboard"):
+        assert name in err
+    assert not tmpdir.listdir()
+
+
+def test_the_module_runs_as_a_program(tmpdir):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
     process = subprocess.Popen(
         [sys.executable, "-m", "batch_processor.demo", "--budget", "12", "--top", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(tmpdir))
     out, err = process.communicate()
     assert process.returncode == 0, err.decode("utf-8", "replace")
     check_report(out.decode("ascii"), budget=12, top=5)
+    assert tmpdir.join("batch_processor_demo.dot").check()  # the picture, by default
 
 
 @pytest.mark.parametrize("option", ["--budget", "--workers", "--top"])

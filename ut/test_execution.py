@@ -12,8 +12,6 @@ from __future__ import absolute_import, division, print_function
 import collections
 import gc
 import os
-import pickle
-import sys
 import weakref
 
 import pytest
@@ -422,7 +420,8 @@ def test_stop_lets_fed_jobs_finish_and_refuses_later_descriptors(via):
     graph.add_processor(blocker)
     if via == "converter":
         trigger = Call()
-        descriptor = lambda: blocker.wait_started(1)
+        def descriptor():
+            return blocker.wait_started(1)
     else:
         trigger = Trigger()
         descriptor = (lambda: blocker.wait_started(1), stop_and_release)

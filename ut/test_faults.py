@@ -15,7 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from batch_processor import (
-    BatchProcessorsGraph, CancelledError, SeparateBatchProcessor,
+    BatchProcessorsGraph, SeparateBatchProcessor,
     SeparateBatchProcessorSynchronous, SequentialBatchProcessorSynchronous,
     run_batch_processor, run_batch_processors_graph)
 from batch_processor.compat import PY2, Return, coroutine

@@ -67,3 +67,13 @@ def test_kill_cancels_the_cluster_futures(client):
                 if state.status == "pending"] == []
     finally:
         release.set()
+
+
+def test_the_demo_trains_on_a_local_dask_cluster(capsys, tmpdir):
+    from batch_processor import demo
+    picture = str(tmpdir.join("pipeline.dot"))
+    assert demo.main(["--budget", "6", "--dask", "--workers", "2", "--dot", picture]) == 0
+    out, _ = capsys.readouterr()
+    assert "Evaluated 6 of 6 configurations (0 failed)." in out
+    with open(picture) as f:
+        assert "DaskTrainer" in f.read()
