@@ -31,6 +31,8 @@ from concurrent.futures import Executor, Future
 import six
 from six.moves import queue
 
+__all__ = ["UnsafeThreadPoolExecutor"]
+
 _EXITING = []  # type: list  # made non-empty by the atexit handler: the interpreter is exiting
 _PARK = threading.Lock()  # held forever: workers that finish a job at exit block on it
 _PARK.acquire()
