@@ -183,6 +183,7 @@ class AbstractBatchProcessor(object):
 
 
 _RUNTIME_PREFIX = "_bp_"
+_CoroutineType = compat.CoroutineType
 
 
 class BaseBatchProcessor(AbstractBatchProcessor):
@@ -401,12 +402,12 @@ class BaseBatchProcessor(AbstractBatchProcessor):
         """
         try:
             job = method(argument)
+            if type(job) is _CoroutineType:
+                return self._bp_loop.create_task(job)
         except compat.CancelledError:
             raise
         except Exception as exc:
             return self._bp_failed_future(exc)
-        if type(job) is compat.CoroutineType:
-            return self._bp_loop.create_task(job)
         try:
             return compat.as_future(job, self._bp_loop)
         except TypeError:

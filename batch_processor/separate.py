@@ -105,9 +105,15 @@ class _SeparateBase(BaseBatchProcessor):
 
     def _bp_start(self, descriptors):
         if self.max_parallel_jobs is None and self.job_timeout is None and self.retry is None:
-            launch = self._bp_launch
+            # The hot path: one attempt per job, started at once.
+            if logger.isEnabledFor(_DEBUG):
+                for descriptor in descriptors:
+                    logger.debug("%s: job %r starts", describe(self), descriptor)
+            attempt, running, done = self._bp_attempt, self._bp_running, self._bp_job_done
             for descriptor in descriptors:
-                launch(descriptor)
+                future = attempt(descriptor)
+                running[future] = descriptor
+                future.add_done_callback(done)
         else:
             self._bp_queue.extend(descriptors)
             self._bp_fill()
@@ -136,8 +142,10 @@ class _SeparateBase(BaseBatchProcessor):
 
     def _bp_job_done(self, future):
         descriptor = self._bp_running.pop(future, _NOTHING)
-        if not future.cancelled():
+        try:
             future.exception()  # retrieved: the handle carries it
+        except CancelledError:
+            pass
         if descriptor is _NOTHING:
             return  # killed: its handle was made then
         if logger.isEnabledFor(_DEBUG):
