@@ -95,13 +95,16 @@ class KillPoint(object):
 
 @attr.s(frozen=True)
 class Scenario(object):
-    """A run: ``procs``, ``edges``, ``initial`` ``(pid, descriptor)`` pairs, ``kill_points``;
-    ``descriptor_type`` (``"tuple"``, ``"list"``, unhashable, or ``"noeq"``, a list
-    that refuses ``==``: the library must neither hash nor compare descriptors), ``runner`` (``"sync"`` or ``"async"``: the ``_async`` form on a
-    loop of the test's own), ``keep`` (``None`` or the pids for ``keep_results``),
-    ``rerun`` (run the same processors again with the same initial descriptors),
-    ``empty_feeds`` (give an empty iterable to the processors without initial
-    descriptors)."""
+    """A run: ``procs``, ``edges``, ``initial`` ``(pid, descriptor)`` pairs, ``kill_points``.
+
+    Also: ``descriptor_type`` (``"tuple"``; ``"list"``, unhashable; or ``"noeq"``, a
+    list that refuses ``==``: the library must neither hash nor compare
+    descriptors), ``runner`` (``"sync"``, or ``"async"``: the ``_async`` form on a
+    loop of the test's own; the single-processor runners for a lone processor),
+    ``keep`` (``None`` or the pids for ``keep_results``), ``rerun`` (run the same
+    processors again with the same initial descriptors), ``empty_feeds`` (give an
+    empty iterable to the processors without initial descriptors).
+    """
 
     procs = attr.ib()
     edges = attr.ib()
@@ -309,7 +312,7 @@ def scenarios(draw):
     if faults:
         busy = sorted(set(p for p, _ in initial))
         points = tuple(draw(st.lists(kill_points(n, len(edges), busy), min_size=1, max_size=3)))
-    keep = draw(st.one_of(st.none(), st.lists(pid, unique=True).map(lambda pids: tuple(sorted(pids)))))
+    keep = draw(st.one_of(st.none(), st.lists(pid, unique=True).map(sorted).map(tuple)))
     return Scenario(
         procs=procs, edges=edges, initial=tuple(initial), kill_points=points,
         descriptor_type=draw(st.sampled_from(("tuple", "list", "noeq"))),
