@@ -105,11 +105,9 @@ else:
         return loop.run_until_complete(awaitable)
 
 
-class _NoCoroutineType(object):
-    """Stands for the native coroutine type where there is none (Python 2)."""
-
-
-CoroutineType = getattr(types, "CoroutineType", _NoCoroutineType)
+#: What a called coroutine function returns in the common case: a native coroutine
+#: on Python 3, a generator (trollius style) on Python 2.
+CoroutineType = types.GeneratorType if PY2 else types.CoroutineType
 CancelledError = asyncio.CancelledError
 TimeoutError = asyncio.TimeoutError
 

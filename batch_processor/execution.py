@@ -13,6 +13,7 @@ on the caller's loop.
 from __future__ import absolute_import, division, print_function
 
 import collections
+import gc
 import logging
 import numbers
 import threading
@@ -498,6 +499,43 @@ def run_batch_processor_async(batch_processor, descriptors, timeout=None, keep_r
     return _run_one_async(batch_processor, descriptors, timeout, keep_results, progress)
 
 
+class _RelaxedGC(object):
+    """Raise the cyclic collector's first threshold while synchronous runs go on.
+
+    A run moves jobs in waves: a stage's tasks are created in one burst while the
+    previous stage's handles are alive, so with the default threshold (700) the
+    collector runs full collections over a large heap again and again, and most of
+    a big run's time goes there. The threshold is restored when the last
+    concurrent run ends.
+    """
+
+    THRESHOLD = 50000
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._depth == 0:
+                self._saved = gc.get_threshold()
+                if self._saved[0] and self._saved[0] < self.THRESHOLD:
+                    gc.set_threshold(self.THRESHOLD, *self._saved[1:])
+            self._depth += 1
+
+    def __exit__(self, *exc_info):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                if gc.get_threshold()[0] == self.THRESHOLD:  # nobody else changed it meanwhile
+                    gc.set_threshold(*self._saved)
+                self._saved = None
+
+
+_relaxed_gc = _RelaxedGC()
+
+
 def _run_sync(name, loop_factory, coroutine_function, *args):
     if compat.running_loop() is not None:
         raise RuntimeError(
@@ -507,7 +545,8 @@ def _run_sync(name, loop_factory, coroutine_function, *args):
     loop = (loop_factory or asyncio.new_event_loop)()
     token = compat.enter_loop(loop)
     try:
-        return compat.run_until_complete(loop, coroutine_function(*args))
+        with _relaxed_gc:
+            return compat.run_until_complete(loop, coroutine_function(*args))
     finally:
         try:
             _cancel_leftovers(loop)
