@@ -9,7 +9,6 @@ defined at module level.
 from __future__ import absolute_import, division, print_function
 
 import os
-import pickle
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,7 @@ from batch_processor import (
     SequentialBatchProcessorSynchronous,
     UnsafeThreadPoolExecutor,
 )
-from batch_processor.compat import PY2, From, Return, asyncio, coroutine
+from batch_processor.compat import From, Return, asyncio, coroutine
 
 TIMEOUT = 30  # seconds; only a safety net against hangs, never a measurement
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -238,21 +237,6 @@ class Gated(SeparateBatchProcessor):
 
 # -- process pools -----------------------------------------------------------------
 
-class _PicklingCheck(object):
-    """Wraps a process pool on Python 2.7: a job that cannot be pickled fails at submit.
-
-    The ``futures`` backport loses a job whose function cannot be pickled and then
-    waits for it forever; this wrapper turns that hang into a failed job.
-    """
-
-    def __init__(self, pool):
-        self.pool = pool
-
-    def submit(self, fn, *args, **kwargs):
-        pickle.dumps((fn, args, kwargs), pickle.HIGHEST_PROTOCOL)
-        return self.pool.submit(fn, *args, **kwargs)
-
-
 def make_process_pool(max_workers=2):
     """A ``ProcessPoolExecutor``; on 3.7+ its workers are spawned, not forked.
 
@@ -275,7 +259,7 @@ class _ProcessPoolMixin(object):
 
     @property
     def _executor(self):
-        return _PicklingCheck(self.pool) if PY2 else self.pool
+        return self.pool
 
 
 class ProcessPoolSquare(_ProcessPoolMixin, SeparateBatchProcessorSynchronous):

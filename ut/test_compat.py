@@ -6,56 +6,23 @@ Return(...)``), so the same file runs on Python 2.7 (trollius) and on 3.6 to 3.1
 """
 from __future__ import absolute_import, division, print_function
 
-import sys
 
 import pytest
 
 from batch_processor import compat
 from batch_processor.compat import From, Return, asyncio, coroutine
 
-PY2 = sys.version_info[0] == 2
-TIMEOUT = 30  # seconds; a safety net against hangs, never a measurement
-
-
-def _pending_tasks(loop):
-    if sys.version_info >= (3, 7):
-        tasks = asyncio.all_tasks(loop)
-    else:
-        tasks = asyncio.Task.all_tasks(loop)
-    return [task for task in tasks if not task.done()]
+from scaffold import PY2, TIMEOUT, fresh_loop, new_future, run
 
 
 @pytest.fixture
 def loop():
-    """A fresh debug event loop, current for the test; fails the test if it leaves tasks."""
-    loop = asyncio.new_event_loop()
-    loop.set_debug(True)
-    asyncio.set_event_loop(loop)
-    leftovers = []
-    try:
-        yield loop
-        leftovers = _pending_tasks(loop)
-    finally:
-        tasks = _pending_tasks(loop)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        loop.close()
-        asyncio.set_event_loop(None)
-    assert not leftovers, "the test left pending tasks: %r" % (leftovers,)
+    """A fresh debug event loop, current for the test; a task still pending at the end fails it.
 
-
-def new_future(loop):
-    """A pending future of ``loop`` (trollius has no ``loop.create_future()``)."""
-    if PY2:
-        return asyncio.Future(loop=loop)
-    return loop.create_future()
-
-
-def run(loop, coro):
-    """Run the coroutine ``coro`` on ``loop`` to the end; return its value."""
-    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+    Stricter than ``scaffold.loop``: the loop gets no settling turns first.
+    """
+    for event_loop in fresh_loop(settling=False):
+        yield event_loop
 
 
 # -- the names -------------------------------------------------------------------------

@@ -7,13 +7,11 @@ opens, so every ordering is forced by the test, never by time.
 """
 from __future__ import absolute_import, division, print_function
 
-import itertools
 import logging
 import os
 import pickle
 import sys
 import threading
-from concurrent.futures import Executor
 
 import attr
 import pytest
@@ -22,315 +20,26 @@ from batch_processor import (
     AbstractBatchProcessor, BatchProcessorError, BatchProcessorResultHandle, ConverterError,
     GraphError, JobTimeoutError, ProcessorState, ProcessorStateError, RunTimeoutError,
     SeparateBatchProcessor, SeparateBatchProcessorSynchronous, SequentialBatchProcessor,
-    SequentialBatchProcessorSynchronous, UnsafeThreadPoolExecutor, run_batch_processor)
+    SequentialBatchProcessorSynchronous, run_batch_processor)
 from batch_processor import compat
-from batch_processor.compat import CancelledError, From, Return, asyncio, coroutine
+from batch_processor.compat import From, Return, asyncio, coroutine
 
-PY2 = sys.version_info[0] == 2
-TIMEOUT = 30  # seconds; a safety net against hangs, never a measurement
-
-
-# -- the loop -------------------------------------------------------------------------
-
-def _pending_tasks(loop):
-    if sys.version_info >= (3, 7):
-        tasks = asyncio.all_tasks(loop)
-    else:
-        tasks = asyncio.Task.all_tasks(loop)
-    return [task for task in tasks if not task.done()]
-
-
-def _settle(loop):
-    """Let the tasks that were just cancelled end (a few turns of the loop)."""
-    for _ in range(5):
-        loop.run_until_complete(asyncio.sleep(0))
-
-
-@pytest.fixture
-def loop():
-    """A fresh debug event loop, current for the test; fails the test if it leaves tasks."""
-    loop = asyncio.new_event_loop()
-    loop.set_debug(True)
-    asyncio.set_event_loop(loop)
-    leftovers = []
-    try:
-        yield loop
-        if not loop.is_closed():  # a test may close it, as a killed run does
-            _settle(loop)
-            leftovers = _pending_tasks(loop)
-    finally:
-        if not loop.is_closed():
-            tasks = _pending_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.close()
-        asyncio.set_event_loop(None)
-    assert not leftovers, "the test left pending tasks: %r" % (leftovers,)
-
-
-def new_future(loop):
-    if PY2:
-        return asyncio.Future(loop=loop)
-    return loop.create_future()
-
-
-def run(loop, coro):
-    """Run ``coro`` on ``loop`` to its end and return its value (`TIMEOUT` as a safety net)."""
-    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
-
-
-@coroutine
-def spin(turns=5):
-    """Give the loop a few turns, for checks that something did NOT happen."""
-    for _ in range(turns):
-        yield From(asyncio.sleep(0))
-
-
-@coroutine
-def collect(processor):
-    """Drive ``processor`` until nothing is in flight; return each non-empty get_ready()."""
-    rounds = []
-    while processor.in_flight:
-        yield From(processor.wait_ready())
-        ready = processor.get_ready()
-        if ready:
-            rounds.append(ready)
-    raise Return(rounds)
-
-
-def flatten(rounds):
-    return [handle for ready in rounds for handle in ready]
-
-
-def outcome(handle):
-    future = handle.future
-    assert future.done()
-    if future.cancelled():
-        return "cancelled"
-    if future.exception() is not None:
-        return future.exception()
-    return future.result()
-
-
-# -- gated jobs -----------------------------------------------------------------------
-
-_GATES = {}  # key -> Gates; processors keep the key only, so that they pickle
-_KEYS = itertools.count()
-
-
-class Gates(object):
-    """Jobs that wait until the test opens their gate, and a record of what they did.
-
-    A gate has a key (a Separate job's descriptor, a Sequential batch's first
-    descriptor). Coroutine jobs wait on a future of the loop, thread jobs on a
-    `threading.Event`. `wait_started` returns a loop future, resolved from any
-    thread when enough jobs have started.
-    """
-
-    def __init__(self, loop):
-        self.loop = loop
-        self.key = "gates-%d" % next(_KEYS)
-        self.lock = threading.Lock()
-        self.started = []
-        self.finished = []
-        self.cancelled = []
-        self.batches = []
-        self.threads = []
-        self.running = 0
-        self.max_running = 0
-        self._all_open = False
-        self._opened = set()
-        self._events = {}
-        self._futures = {}
-        self._start_waiters = []
-        _GATES[self.key] = self
-
-    # -- the test's side (loop thread) --
-
-    def open(self, *keys):
-        with self.lock:
-            self._opened.update(keys)
-            events = [self._event(key) for key in keys]
-        for event in events:
-            event.set()
-        for key in keys:
-            future = self._futures.get(key)
-            if future is not None and not future.done():
-                future.set_result(None)
-
-    def open_all(self):
-        with self.lock:
-            self._all_open = True
-            events = list(self._events.values())
-        for event in events:
-            event.set()
-        for future in self._futures.values():
-            if not future.done():
-                future.set_result(None)
-
-    def wait_started(self, count):
-        future = new_future(self.loop)
-        self._start_waiters.append((count, future))
-        self._wake()
-        return future
-
-    def _wake(self):
-        with self.lock:
-            started = len(self.started)
-        waiting = []
-        for count, future in self._start_waiters:
-            if future.done():
-                continue
-            if started >= count:
-                future.set_result(None)
-            else:
-                waiting.append((count, future))
-        self._start_waiters = waiting
-
-    # -- the jobs' side --
-
-    def _event(self, key):  # with self.lock held
-        event = self._events.get(key)
-        if event is None:
-            event = self._events[key] = threading.Event()
-            if self._all_open or key in self._opened:
-                event.set()
-        return event
-
-    def _future(self, key):  # loop thread
-        future = self._futures.get(key)
-        if future is None or future.cancelled():
-            future = self._futures[key] = new_future(self.loop)
-            if self._all_open or key in self._opened:
-                future.set_result(None)
-        return future
-
-    def _enter(self, keys, batch):
-        with self.lock:
-            if batch:
-                self.batches.append(list(keys))
-            self.started.extend(keys)
-            self.threads.append(threading.current_thread())
-            self.running += 1
-            self.max_running = max(self.max_running, self.running)
-        try:
-            self.loop.call_soon_threadsafe(self._wake)
-        except RuntimeError:
-            pass  # the loop is closed: nobody waits any more
-
-    def _leave(self, keys, ok):
-        with self.lock:
-            self.running -= 1
-            if ok:
-                self.finished.extend(keys)
-
-    @coroutine
-    def coroutine_job(self, keys, gate, result, batch=False):
-        self._enter(keys, batch)
-        ok = False
-        try:
-            yield From(self._future(gate))
-            ok = True
-        except CancelledError:
-            with self.lock:
-                self.cancelled.extend(keys)
-            raise
-        finally:
-            self._leave(keys, ok)
-        raise Return(result)
-
-    def thread_job(self, keys, gate, result, batch=False):
-        self._enter(keys, batch)
-        with self.lock:
-            event = self._event(gate)
-        ok = False
-        try:
-            if not event.wait(TIMEOUT):
-                raise RuntimeError("the test never opened the gate %r" % (gate,))
-            ok = True
-        finally:
-            self._leave(keys, ok)
-        return result
-
-
-def done(descriptor):
-    return ("done", descriptor)
-
-
-class GatedSeparate(SeparateBatchProcessor):
-    def __init__(self, gates, **options):
-        super(GatedSeparate, self).__init__(**options)
-        self.gates_key = gates.key
-
-    def _run_one_job(self, job_descriptor):
-        return _GATES[self.gates_key].coroutine_job(
-            [job_descriptor], job_descriptor, done(job_descriptor))
-
-
-class GatedSeparateSync(SeparateBatchProcessorSynchronous):
-    def __init__(self, gates, **options):
-        super(GatedSeparateSync, self).__init__(**options)
-        self.gates_key = gates.key
-
-    def _run_one_job_synchronous(self, job_descriptor):
-        return _GATES[self.gates_key].thread_job(
-            [job_descriptor], job_descriptor, done(job_descriptor))
-
-
-class GatedSequential(SequentialBatchProcessor):
-    def __init__(self, gates, **options):
-        super(GatedSequential, self).__init__(**options)
-        self.gates_key = gates.key
-
-    def _run_batch(self, job_descriptors):
-        return _GATES[self.gates_key].coroutine_job(
-            job_descriptors, job_descriptors[0], [done(d) for d in job_descriptors], batch=True)
-
-
-class GatedSequentialSync(SequentialBatchProcessorSynchronous):
-    def __init__(self, gates, **options):
-        super(GatedSequentialSync, self).__init__(**options)
-        self.gates_key = gates.key
-
-    def _run_batch_synchronous(self, job_descriptors):
-        return _GATES[self.gates_key].thread_job(
-            job_descriptors, job_descriptors[0], [done(d) for d in job_descriptors], batch=True)
-
+import scaffold
+from scaffold import (
+    PY2, TIMEOUT, GatedSeparate, GatedSeparateSync, GatedSequential,
+    GatedSequentialSync, RecordingExecutor, RecordingSeparateSync,
+    RecordingSequentialSync, callbacks_ran, collect, collect_some, done, flatten,
+    kind_fixture, new_future, outcome, run, settle, spin)
 
 KINDS = [GatedSeparate, GatedSeparateSync, GatedSequential, GatedSequentialSync]
 THREAD_KINDS = [GatedSeparateSync, GatedSequentialSync]
 COROUTINE_KINDS = [GatedSeparate, GatedSequential]
-
-
-def _kind_id(cls):
-    return cls.__name__
-
-
-@pytest.fixture
-def gates(loop):
-    gates = Gates(loop)
-    try:
-        yield gates
-    finally:
-        gates.open_all()  # no job thread stays blocked after the test
-        del _GATES[gates.key]
-
-
-@pytest.fixture(params=KINDS, ids=_kind_id)
-def kind(request):
-    return request.param
-
-
-@pytest.fixture(params=THREAD_KINDS, ids=_kind_id)
-def thread_kind(request):
-    return request.param
-
-
-@pytest.fixture(params=COROUTINE_KINDS, ids=_kind_id)
-def coroutine_kind(request):
-    return request.param
+# the fixtures of `scaffold` this module uses
+loop = scaffold.loop
+gates = scaffold.gates
+kind = kind_fixture(KINDS)
+thread_kind = kind_fixture(THREAD_KINDS)
+coroutine_kind = kind_fixture(COROUTINE_KINDS)
 
 
 # == BatchProcessorResultHandle ========================================================
@@ -817,18 +526,6 @@ def test_kill_cancels_every_unfinished_job_at_once(loop, gates, kind):
             handle.future.exception()
 
 
-@coroutine
-def collect_some(processor):
-    """Wait for one get_ready() that is not empty."""
-    rounds = []
-    while not rounds:
-        yield From(processor.wait_ready())
-        ready = processor.get_ready()
-        if ready:
-            rounds.append(ready)
-    raise Return(rounds)
-
-
 def test_kill_asks_running_tasks_to_cancel(loop, gates, coroutine_kind):
     processor = coroutine_kind(gates)
 
@@ -847,55 +544,6 @@ def test_kill_asks_running_tasks_to_cancel(loop, gates, coroutine_kind):
     assert gates.running == 0
 
 
-class RecordingExecutor(Executor):
-    """Runs jobs in an `UnsafeThreadPoolExecutor` and keeps their futures."""
-
-    def __init__(self, max_workers):
-        self.inner = UnsafeThreadPoolExecutor(max_workers)
-        self.futures = []
-
-    def submit(self, fn, *args, **kwargs):
-        future = self.inner.submit(fn, *args, **kwargs)
-        self.futures.append(future)
-        return future
-
-    def shutdown(self, wait=True):
-        self.inner.shutdown(wait)
-
-
-class RecordingSeparateSync(GatedSeparateSync):
-    executor = None
-
-    @property
-    def _executor(self):
-        return self.executor
-
-
-class RecordingSequentialSync(GatedSequentialSync):
-    executor = None
-
-    @property
-    def _executor(self):
-        return self.executor
-
-
-@coroutine
-def _callbacks_ran(loop, executor_futures):
-    """Wait until every future of ``executor_futures`` is done and its callbacks ran.
-
-    Callbacks run in the order they were added, and each one the processor added
-    hands its work to the loop with ``call_soon_threadsafe``: a callback added now,
-    which does the same, is served after it.
-    """
-    for executor_future in executor_futures:
-        marker = new_future(loop)
-
-        def mark(_, marker=marker):
-            loop.call_soon_threadsafe(lambda: marker.done() or marker.set_result(None))
-        executor_future.add_done_callback(mark)
-        yield From(marker)
-
-
 @pytest.mark.parametrize("cls", [RecordingSeparateSync, RecordingSequentialSync],
                          ids=["Separate", "Sequential"])
 def test_kill_abandons_a_job_running_in_a_thread_and_discards_its_late_result(loop, gates, cls):
@@ -911,7 +559,7 @@ def test_kill_abandons_a_job_running_in_a_thread_and_discards_its_late_result(lo
         killed = processor.get_ready()
         assert gates.running == 1  # still blocked in its thread: abandoned
         gates.open_all()  # the thread goes on and returns its (late) result
-        yield From(_callbacks_ran(loop, processor.executor.futures))
+        yield From(callbacks_ran(loop, processor.executor.futures))
         yield From(spin())
         late = processor.get_ready()
         raise Return((killed, late))
@@ -945,7 +593,7 @@ def test_late_result_after_the_loop_closed_is_dropped_quietly(gates, caplog):
     [handle] = run(own_loop, scenario())
     assert handle.future.cancelled()
     # the loop is then closed (as a killed run does) while the thread still runs
-    _settle(own_loop)
+    settle(own_loop)
     own_loop.close()
     callbacks_done = threading.Event()
     [executor_future] = processor.executor.futures
@@ -989,7 +637,7 @@ def test_processor_is_created_outside_a_loop_and_runs_on_successive_loops(loop, 
         try:
             processor.feed_new(descriptors)
             handles = flatten(run(own_loop, collect(processor)))
-            _settle(own_loop)
+            settle(own_loop)
         finally:
             own_loop.close()
             asyncio.set_event_loop(loop)
@@ -1140,7 +788,6 @@ def test_separate_processor_runs_in_a_process_pool(process_pool):
         assert square == descriptor * descriptor
         assert pid != os.getpid()
     assert isinstance(outcomes[-1].exception(), ValueError)
-
 
 def test_sequential_processor_runs_in_a_process_pool(process_pool):
     processor = BatchSquareInProcesses(max_batch_size=2)

@@ -4,7 +4,6 @@ This file uses ``async``/``await`` syntax, so ``ut/conftest.py`` keeps Python 2.
 from collecting it.
 """
 import asyncio
-import sys
 
 import pytest
 
@@ -14,40 +13,16 @@ from batch_processor import (
 from batch_processor import compat
 from batch_processor.compat import From, Return, coroutine
 
-TIMEOUT = 30  # seconds; a safety net against hangs, never a measurement
-
-
-def _pending_tasks(loop):
-    if sys.version_info >= (3, 7):
-        tasks = asyncio.all_tasks(loop)
-    else:
-        tasks = asyncio.Task.all_tasks(loop)
-    return [task for task in tasks if not task.done()]
+from scaffold import TIMEOUT, fresh_loop, run
 
 
 @pytest.fixture
 def loop():
-    """A fresh debug event loop, current for the test; fails the test if it leaves tasks."""
-    loop = asyncio.new_event_loop()
-    loop.set_debug(True)
-    asyncio.set_event_loop(loop)
-    leftovers = []
-    try:
-        yield loop
-        leftovers = _pending_tasks(loop)
-    finally:
-        tasks = _pending_tasks(loop)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        loop.close()
-        asyncio.set_event_loop(None)
-    assert not leftovers, "the test left pending tasks: %r" % (leftovers,)
+    """A fresh debug event loop, current for the test; a task still pending at the end fails it.
 
-
-def run(loop, coro):
-    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+    Stricter than ``scaffold.loop``: the loop gets no settling turns first.
+    """
+    yield from fresh_loop(settling=False)
 
 
 class NativeSeparate(SeparateBatchProcessor):
