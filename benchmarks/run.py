@@ -234,13 +234,15 @@ def timed(function, *args):
 
 # -- the alternatives of the 3-stage chain -----------------------------------------------
 
-def library_chain(processor_class, n, stages=3, keep_last_only=False, first_result=None):
+def library_chain(processor_class, n, stages=3, keep_last_only=False, first_result=None,
+                  loop_factory=None):
     """A timed run of the library on a chain of ``stages`` processors (checked)."""
     descriptors = list(range(n))
 
     def run():
         processors = [processor_class() for _ in range(stages)]
-        seconds, results = timed(workloads.run_chain, processors, descriptors, keep_last_only)
+        seconds, results = timed(workloads.run_chain, processors, descriptors, keep_last_only,
+                                 loop_factory)
         kept = processors if not keep_last_only else processors[-1:]
         for index, processor in enumerate(processors):
             if processor in kept:
@@ -306,7 +308,25 @@ def workload_1(suite):
     suite.row(name, "baseline (a) tasks", n, best["a"], 3)
     suite.row(name, "library", n, best["library"], 3, "(a) tasks", best["library"] / best["a"],
               Target(1.5))
+    on_uvloop(suite, _py3, n)
     peers(suite, _py3)
+
+
+def on_uvloop(suite, _py3, n):
+    """Workload 1 (``async def`` jobs) on uvloop through ``loop_factory``, when installed."""
+    try:
+        import uvloop
+    except ImportError as exc:
+        suite.note("skipped uvloop: %s; `pip install batch_processor[uvloop]` to compare" % (exc,))
+        return
+    best = measure([
+        ("asyncio", library_chain(_py3.NativeIncrement, n)),
+        ("uvloop", library_chain(_py3.NativeIncrement, n, loop_factory=uvloop.new_event_loop)),
+    ], suite.sizes.chain_repeats)
+    name = "1 chain of 3, on uvloop"
+    suite.row(name, "library, asyncio loop", n, best["asyncio"], 3)
+    suite.row(name, "library, uvloop", n, best["uvloop"], 3, "asyncio loop",
+              best["uvloop"] / best["asyncio"])
 
 
 def peers(suite, _py3):
@@ -351,7 +371,7 @@ def workload_2(suite):
             ("UnsafeThreadPoolExecutor(4)", UnsafeThreadPoolExecutor, max(2, sizes.sync_repeats - 1))):
         pool = make_pool(4)
         try:
-            def library():
+            def library(pool=pool):
                 processors = [workloads.IncrementInExecutor(pool) for _ in range(3)]
                 seconds, results = timed(workloads.run_chain, processors, descriptors)
                 for index, processor in enumerate(processors):
@@ -359,7 +379,7 @@ def workload_2(suite):
                                             "library, processor %d" % (index + 1))
                 return seconds
 
-            def baseline():
+            def baseline(pool=pool):
                 functions = [workloads.increment] * 3
                 seconds, results = timed(baselines.run_on_new_loop, lambda loop: baselines.chain_executor(
                     loop, pool, functions, descriptors))
@@ -633,7 +653,7 @@ def profile(n, top, gc_off=False):
                   % (title, n, PYTHON, ", gc off" if gc_off else "", total * 1e6 / n))
             print("%8s %6s %9s %9s  %s" % ("calls/j", "tot%", "tot us/j", "cum us/j", "function"))
             entries = sorted(stats.stats.items(), key=lambda item: -item[1][2])
-            for (filename, line, function), (cc, nc, tt, ct, callers) in entries[:top]:
+            for (filename, line, function), (_, nc, tt, ct, _callers) in entries[:top]:
                 print("%8.2f %5.1f%% %9.3f %9.3f  %s:%d(%s)" % (
                     nc / n, 100.0 * tt / total, tt * 1e6 / n, ct * 1e6 / n,
                     _short(filename), line, function))

@@ -127,7 +127,7 @@ class _Router(object):
 
 # -- runs ----------------------------------------------------------------------------
 
-def run_chain(processors, descriptors, keep_last_only=False):
+def run_chain(processors, descriptors, keep_last_only=False, loop_factory=None):
     """Run a chain ``p0 -> p1 -> ...`` over ``descriptors``; return the result dict."""
     graph = BatchProcessorsGraph()
     if len(processors) == 1:
@@ -135,7 +135,8 @@ def run_chain(processors, descriptors, keep_last_only=False):
     for source, destination in zip(processors, processors[1:]):
         graph.add_connected_processors(source, destination, results_of)
     keep = [processors[-1]] if keep_last_only else None
-    return run_batch_processors_graph(graph, {processors[0]: descriptors}, keep_results=keep)
+    return run_batch_processors_graph(graph, {processors[0]: descriptors}, keep_results=keep,
+                                      loop_factory=loop_factory)
 
 
 def build_tree(fanout, depth, processor_class=Increment):
