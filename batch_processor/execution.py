@@ -150,7 +150,6 @@ class _Run(object):
         if not isinstance(graph, BatchProcessorsGraph):
             raise TypeError("expected a BatchProcessorsGraph, got %r" % (graph,))
         self.loop = loop
-        self.graph = graph
         self.timeout = _check_timeout(timeout)
         processors = graph.processors
         kept_ids = _kept_ids(graph, keep_results)
@@ -189,7 +188,7 @@ class _Run(object):
                     self._busy.add(node)
                     self._watch(node)
         except BaseException:
-            self._release()
+            self._close()
             raise
         try:
             for node, descriptors in feeds:
