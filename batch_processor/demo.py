@@ -71,12 +71,15 @@ def _new_process_pool(workers):
     """
     try:
         context = multiprocessing.get_context("forkserver")
-    except (AttributeError, ValueError):  # Python 2.7; Windows
-        return ProcessPoolExecutor(workers)
-    try:
         return ProcessPoolExecutor(workers, mp_context=context)
-    except TypeError:  # Python 3.6: no mp_context
-        return ProcessPoolExecutor(workers)
+    except (AttributeError, ValueError, TypeError):  # 2.7 or 3.6 (no mp_context); Windows
+        return _forked_now(ProcessPoolExecutor(workers))
+
+
+def _forked_now(pool):
+    """``pool``, its worker processes forked at once (they fork all on the first job)."""
+    pool.submit(int).result()
+    return pool
 
 
 class Trainer(SeparateBatchProcessorSynchronous):
@@ -91,6 +94,9 @@ class Trainer(SeparateBatchProcessorSynchronous):
     def __init__(self, workers=2):
         super(Trainer, self).__init__(max_parallel_jobs=workers)
         self.workers = workers
+        if not hasattr(multiprocessing, "get_context") or sys.version_info < (3, 7):
+            # Only fork is there: fork the workers now, before the run starts threads.
+            self._pool = _new_process_pool(workers)
 
     @property
     def _executor(self):
