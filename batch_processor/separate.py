@@ -90,7 +90,6 @@ class _SeparateBase(BaseBatchProcessor):
     max_parallel_jobs = None
     job_timeout = None
     retry = None
-    _bp_jobs_are_tasks = False  # whether a job's future is an asyncio Task
 
     def __init__(self, max_parallel_jobs=None, job_timeout=None, retry=None):
         _check_options(type(self), max_parallel_jobs, job_timeout, retry)
@@ -144,17 +143,11 @@ class _SeparateBase(BaseBatchProcessor):
     def _bp_job_done(self, future):
         descriptor = self._bp_running.pop(future, _NOTHING)
         try:
-            exc = future.exception()  # retrieved: the handle carries it
+            future.exception()  # retrieved: the handle carries it
         except CancelledError:
-            exc = _NOTHING
+            pass
         if descriptor is _NOTHING:
             return  # killed: its handle was made then
-        if exc is None and self._bp_jobs_are_tasks:
-            # The handle gets a plain done future, so that the finished task (its
-            # coroutine, its context) is freed now rather than with the handle.
-            outcome = self._bp_new_future()
-            outcome.set_result(future.result())
-            future = outcome
         if logger.isEnabledFor(_DEBUG):
             _log_end(self, descriptor, future)
         ready = self._bp_ready
@@ -278,8 +271,6 @@ class SeparateBatchProcessor(_SeparateBase):
             with `JobTimeoutError`.
         retry: a `RetryPolicy`, or ``None`` for one attempt.
     """
-
-    _bp_jobs_are_tasks = True
 
     @abc.abstractmethod
     def _run_one_job(self, job_descriptor):
