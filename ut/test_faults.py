@@ -253,3 +253,21 @@ def test_an_executor_of_none_means_the_loops_default_executor():
     handles = run_batch_processor(OnTheLoopsExecutor(), [1, 2])
     assert sorted(h.future.result()[1] for h in handles) == [1, 2]
     assert all(h.future.result()[0] != threading.current_thread().name for h in handles)
+
+
+class SeesGCThreshold(SeparateBatchProcessorSynchronous):
+    def _run_one_job_synchronous(self, job_descriptor):
+        return gc.get_threshold()[0]
+
+
+def test_a_run_relaxes_the_collector_and_restores_it():
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, *before[1:])
+        handles = run_batch_processor(SeesGCThreshold(), [1])
+        assert handles[0].future.result() == 50000
+        assert gc.get_threshold() == (700,) + tuple(before[1:])
+        gc.set_threshold(0, *before[1:])  # collection disabled: left alone
+        assert run_batch_processor(SeesGCThreshold(), [1])[0].future.result() == 0
+    finally:
+        gc.set_threshold(*before)
