@@ -21,6 +21,7 @@ import threading
 import six
 
 from . import compat
+from ._interrupt import InterruptibleRun
 from .compat import CancelledError, From, Return, asyncio, coroutine
 from .interface import (
     AbstractBatchProcessor, BaseBatchProcessor, ConverterError, GraphError, Handle,
@@ -545,7 +546,16 @@ def _run_sync(name, loop_factory, coroutine_function, *args):
     token = compat.enter_loop(loop)
     try:
         with _relaxed_gc:
-            return compat.run_until_complete(loop, coroutine_function(*args))
+            task = compat.as_future(coroutine_function(*args), loop)
+            with InterruptibleRun(loop, task) as interrupt:
+                try:
+                    result = compat.run_until_complete(loop, task)
+                except BaseException:
+                    if not interrupt.requested:
+                        raise
+            if interrupt.requested:  # Ctrl-C: the run was cancelled, every processor killed
+                raise KeyboardInterrupt
+            return result
     finally:
         try:
             _cancel_leftovers(loop)

@@ -17,7 +17,7 @@ import pytest
 from batch_processor import (
     BatchProcessorsGraph, SeparateBatchProcessor,
     SeparateBatchProcessorSynchronous, SequentialBatchProcessorSynchronous,
-    run_batch_processor, run_batch_processors_graph)
+    ProcessorState, run_batch_processor, run_batch_processors_graph)
 from batch_processor.compat import PY2, Return, coroutine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -177,6 +177,68 @@ def test_ctrl_c_ends_a_run_with_threads_blocked_forever():
     assert child.returncode not in (0, -signal.SIGKILL), stderr
     assert b"KeyboardInterrupt" in stderr
     assert b"Traceback" in stderr
+
+
+
+class SignalsThenBlocks(SeparateBatchProcessorSynchronous):
+    """Jobs 0 and "signal" send SIGINT to their own process; all but "signal" then
+    wait for ``release``."""
+
+    def __init__(self, release, **options):
+        super(SignalsThenBlocks, self).__init__(**options)
+        self.release = release
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        if job_descriptor in (0, "signal"):
+            os.kill(os.getpid(), signal.SIGINT)
+        if job_descriptor != "signal":
+            self.release.wait()
+        return job_descriptor
+
+
+@pytest.fixture
+def default_sigint():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.usefixtures("default_sigint")
+def test_sigint_during_a_run_kills_every_processor_and_raises_keyboard_interrupt():
+    release = threading.Event()
+    first, second = SignalsThenBlocks(release, max_parallel_jobs=2), SignalsThenBlocks(release)
+    graph = BatchProcessorsGraph()
+    graph.add_connected_processors(first, second, lambda *handles: [h.descriptor for h in handles])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_batch_processors_graph(graph, {first: [0, 1, 2]})
+    finally:
+        release.set()
+    assert first.state is ProcessorState.KILLED and second.state is ProcessorState.KILLED
+    assert first.in_flight == 0 and second.in_flight == 0
+    # The runner leaves signal handling as it found it.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.set_wakeup_fd(-1) == -1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("handler", ["the program's own", "ignored"])
+def test_a_sigint_handler_the_program_installed_is_left_alone(handler):
+    received = []
+
+    def mine(signum, frame):
+        received.append(signum)
+    if handler == "ignored":
+        mine = signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, mine)
+    try:
+        handles = run_batch_processor(SignalsThenBlocks(threading.Event()), ["signal"])
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert [h.future.result() for h in handles] == ["signal"]
+    assert received == ([signal.SIGINT] if handler == "the program's own" else [])
 
 
 class Flaky(SeparateBatchProcessor):
