@@ -179,7 +179,6 @@ def test_ctrl_c_ends_a_run_with_threads_blocked_forever():
     assert b"Traceback" in stderr
 
 
-
 class SignalsThenBlocks(SeparateBatchProcessorSynchronous):
     """Jobs 0 and "signal" send SIGINT to their own process; all but "signal" then
     wait for ``release``."""
