@@ -9,9 +9,7 @@ import ast
 import glob
 import logging
 import os
-import subprocess
 import sys
-import textwrap
 import threading
 
 import pytest
@@ -29,8 +27,8 @@ from batch_processor import (
 )
 from batch_processor.compat import From, Return, asyncio, coroutine
 from batch_processor.interface import describe
+from helpers import TIMEOUT, run_script
 
-TIMEOUT = 30  # seconds; only a safety net against hangs, never a measurement
 PACKAGE = os.path.dirname(os.path.abspath(batch_processor.__file__))
 
 
@@ -84,22 +82,6 @@ class Flaky(SeparateBatchProcessor):
         if self.attempts[job_descriptor] == 1:
             raise IOError("first attempt of %r fails" % (job_descriptor,))
         raise Return(job_descriptor)
-
-
-def run_script(source):
-    """Run Python ``source`` in a fresh interpreter; ``(returncode, stdout, stderr)``."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(PACKAGE)] + [p for p in [env.get("PYTHONPATH")] if p])
-    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(source)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    timer = threading.Timer(TIMEOUT, process.kill)  # a hang fails the test, not the run
-    timer.start()
-    try:
-        out, err = process.communicate()
-    finally:
-        timer.cancel()
-    return process.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
 def successes(*handles):

@@ -2,18 +2,12 @@
 from __future__ import absolute_import, division, print_function
 
 import gc
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 
 import pytest
 
 from batch_processor.util import UnsafeThreadPoolExecutor
-
-TIMEOUT = 30  # seconds; only a safety net against hangs, never a measurement
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import TIMEOUT, run_script
 
 
 def current_thread():
@@ -184,20 +178,6 @@ def test_collected_executor_threads_exit():
     gc.collect()
     assert len(set(threads)) == 20
     assert join_all(threads) == []
-
-
-def run_script(source):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
-    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(source)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    timer = threading.Timer(TIMEOUT, process.kill)  # a hang fails the test, not the run
-    timer.start()
-    try:
-        stdout, stderr = process.communicate()
-    finally:
-        timer.cancel()
-    return process.returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
 
 
 def test_interpreter_exits_despite_hung_job():
