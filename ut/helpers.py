@@ -185,6 +185,25 @@ class Blocker(SeparateBatchProcessorSynchronous):
         self._released.set()
 
 
+class BlockingEcho(SeparateBatchProcessorSynchronous):
+    """Returns its descriptor; fails on negative ones; "block" sets ``started`` and
+    waits for ``release``."""
+
+    def __init__(self, **kwargs):
+        super(BlockingEcho, self).__init__(**kwargs)
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        if job_descriptor == "block":
+            self.started.set()
+            self.release.wait(TIMEOUT)
+            return job_descriptor
+        if job_descriptor < 0:
+            raise ValueError("negative descriptor %r" % (job_descriptor,))
+        return job_descriptor
+
+
 class Call(SeparateBatchProcessorSynchronous):
     """Synchronous Separate processor whose descriptors are functions called in a thread."""
 

@@ -10,7 +10,6 @@ import glob
 import logging
 import os
 import sys
-import threading
 
 import pytest
 
@@ -20,36 +19,21 @@ from batch_processor import (
     ConverterError,
     RetryPolicy,
     SeparateBatchProcessor,
-    SeparateBatchProcessorSynchronous,
     SequentialBatchProcessorSynchronous,
     run_batch_processor,
     run_batch_processors_graph,
 )
 from batch_processor.compat import From, Return, asyncio, coroutine
 from batch_processor.interface import describe
-from helpers import TIMEOUT, run_script
+from helpers import TIMEOUT, BlockingEcho, run_script
 
 PACKAGE = os.path.dirname(os.path.abspath(batch_processor.__file__))
 
 
 # -- processors -------------------------------------------------------------------------
 
-class Echo(SeparateBatchProcessorSynchronous):
-    """Returns its descriptor; fails on negative ones; "block" waits for ``release``."""
-
-    def __init__(self, **kwargs):
-        super(Echo, self).__init__(**kwargs)
-        self.started = threading.Event()
-        self.release = threading.Event()
-
-    def _run_one_job_synchronous(self, job_descriptor):
-        if job_descriptor == "block":
-            self.started.set()
-            self.release.wait(TIMEOUT)
-            return job_descriptor
-        if job_descriptor < 0:
-            raise ValueError("negative descriptor %r" % (job_descriptor,))
-        return job_descriptor
+class Echo(BlockingEcho):
+    """Named for the log lines the tests read."""
 
 
 class AsyncEcho(SeparateBatchProcessor):

@@ -3,7 +3,6 @@ from __future__ import absolute_import, division, print_function
 
 import concurrent.futures
 import logging
-import threading
 
 import pytest
 
@@ -19,28 +18,13 @@ from batch_processor import (
 from batch_processor import progress as progress_module
 from batch_processor.interface import describe
 from batch_processor.progress import RunProgress, count_outcomes, processor_labels
-
-TIMEOUT = 30  # seconds; only a safety net against hangs, never a measurement
+from helpers import BlockingEcho
 
 
 # -- processors and converters --------------------------------------------------------
 
-class Source(SeparateBatchProcessorSynchronous):
-    """Returns its descriptor; fails on negative ones; blocks on "block" until released."""
-
-    def __init__(self):
-        super(Source, self).__init__()
-        self.started = threading.Event()
-        self.release = threading.Event()
-
-    def _run_one_job_synchronous(self, job_descriptor):
-        if job_descriptor == "block":
-            self.started.set()
-            self.release.wait(TIMEOUT)
-            return job_descriptor
-        if job_descriptor < 0:
-            raise ValueError("negative descriptor %r" % (job_descriptor,))
-        return job_descriptor
+class Source(BlockingEcho):
+    """Named for the progress lines the tests read."""
 
 
 class Worker(SeparateBatchProcessorSynchronous):
