@@ -106,7 +106,7 @@ class SynchronousMixin(object):
             if exc is None:
                 future.set_result(executor_future.result())
             else:
-                future.set_exception(exc)
+                compat.fail(future, exc, executor_future)
 
     def _bp_cancel_executor_future(self, future):
         """Cancel the loop future ``future`` and, if it can, the work behind it."""

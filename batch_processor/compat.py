@@ -21,6 +21,7 @@ remaining differences between trollius and the asyncio of 3.6 to 3.13.
 """
 from __future__ import absolute_import, division, print_function
 
+import operator
 import sys
 import types
 
@@ -69,6 +70,32 @@ if PY2:  # pragma: no cover - exercised by the py27 environment
             return loop.create_task(obj)
         raise TypeError("expected a coroutine or a future, got %r" % (obj,))
 
+    def exception_of(future):
+        """``future.exception()``, keeping the traceback for the caller of ``result()``.
+
+        trollius forgets a future's traceback once ``exception()`` is called, and the
+        package calls it to mark a failure as seen: the job's frames would be gone
+        from the traceback the user gets from ``handle.future.result()``.
+        """
+        tb = getattr(future, "_exception_tb", None)
+        exc = future.exception()
+        if tb is not None:
+            future._exception_tb = tb
+        return exc
+
+    def fail(future, exc, source=None):
+        """``future.set_exception(exc)``, with the traceback of the failed ``source``.
+
+        ``source`` is the future ``exc`` comes from: a loop's future, or a
+        ``concurrent.futures`` one. Without it, trollius takes the traceback of the
+        exception being handled, if any.
+        """
+        tb = None
+        if source is not None:
+            info = getattr(source, "exception_info", None)
+            tb = info()[1] if info is not None else getattr(source, "_exception_tb", None)
+        future._set_exception_with_tb(exc, tb)
+
     def run_until_complete(loop, awaitable):
         """``loop.run_until_complete(awaitable)``, leaving no stop callback behind.
 
@@ -103,6 +130,13 @@ else:
     def run_until_complete(loop, awaitable):
         """``loop.run_until_complete(awaitable)``."""
         return loop.run_until_complete(awaitable)
+
+    #: ``future.exception()``: on Python 3 the traceback lives on the exception.
+    exception_of = operator.methodcaller("exception")
+
+    def fail(future, exc, source=None):
+        """``future.set_exception(exc)``; the traceback is ``exc.__traceback__``."""
+        future.set_exception(exc)
 
 
 #: What a called coroutine function returns in the common case: a native coroutine

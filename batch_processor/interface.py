@@ -118,8 +118,8 @@ class BatchProcessorResultHandle(object):
             outcome = "pending"
         elif fut.cancelled():
             outcome = "cancelled"
-        elif fut.exception() is not None:
-            outcome = "failed: %r" % (fut.exception(),)
+        elif compat.exception_of(fut) is not None:
+            outcome = "failed: %r" % (compat.exception_of(fut),)
         else:
             outcome = "result: %r" % (fut.result(),)
         return "BatchProcessorResultHandle(descriptor=%r, %s)" % (self.descriptor, outcome)
@@ -388,10 +388,11 @@ class BaseBatchProcessor(AbstractBatchProcessor):
         future.cancel()
         return future
 
-    def _bp_failed_future(self, exc):
+    def _bp_failed_future(self, exc, source=None):
+        """A future failed with ``exc`` (and the traceback of the future ``source``)."""
         future = self._bp_new_future()
-        future.set_exception(exc)
-        future.exception()  # the handle reports it; asyncio must not log it as lost
+        compat.fail(future, exc, source)
+        compat.exception_of(future)  # the handle reports it; asyncio must not log it as lost
         return future
 
     def _bp_run_coroutine(self, method, argument):

@@ -72,7 +72,7 @@ def count_outcomes(handles):
         future = handle.future
         if future.cancelled():
             cancelled += 1
-        elif future.exception() is not None:
+        elif compat.exception_of(future) is not None:
             failed += 1
     return total - failed - cancelled, failed, cancelled
 

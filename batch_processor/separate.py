@@ -17,7 +17,7 @@ import numbers
 import attr
 
 from ._synchronous import SynchronousMixin
-from .compat import CancelledError, From, Return, asyncio, coroutine
+from .compat import CancelledError, From, Return, asyncio, coroutine, exception_of
 from .interface import BaseBatchProcessor, Handle, JobTimeoutError, describe
 
 __all__ = ["RetryPolicy", "SeparateBatchProcessor", "SeparateBatchProcessorSynchronous"]
@@ -143,7 +143,7 @@ class _SeparateBase(BaseBatchProcessor):
     def _bp_job_done(self, future):
         descriptor = self._bp_running.pop(future, _NOTHING)
         try:
-            future.exception()  # retrieved: the handle carries it
+            exception_of(future)  # retrieved: the handle carries it
         except CancelledError:
             pass
         if descriptor is _NOTHING:
@@ -205,7 +205,7 @@ class _SeparateBase(BaseBatchProcessor):
                 if not future.done():
                     self._bp_cancel_attempt(future)
                 elif not future.cancelled():
-                    future.exception()  # ended as we were killed: nobody else will look
+                    exception_of(future)  # ended as we were killed: nobody else will look
                 raise
             finally:
                 if timer is not None:
@@ -216,7 +216,7 @@ class _SeparateBase(BaseBatchProcessor):
                 future = self._bp_failed_future(JobTimeoutError(
                     "%s: attempt %d of the job %r ran longer than job_timeout=%s s"
                     % (describe(self), attempt, descriptor, timeout)))
-            exc = future.exception()
+            exc = exception_of(future)
             if (exc is None or policy is None or attempt >= policy.attempts
                     or not isinstance(exc, policy.retry_on)):
                 raise Return(future)
@@ -245,8 +245,8 @@ class _SeparateBase(BaseBatchProcessor):
 def _log_end(processor, descriptor, future):
     if future.cancelled():
         outcome = "is cancelled"
-    elif future.exception() is not None:
-        outcome = "failed: %r" % (future.exception(),)
+    elif exception_of(future) is not None:
+        outcome = "failed: %r" % (exception_of(future),)
     else:
         outcome = "succeeded"
     logger.debug("%s: job %r %s", describe(processor), descriptor, outcome)

@@ -16,6 +16,7 @@ import logging
 import numbers
 
 from ._synchronous import SynchronousMixin
+from .compat import exception_of
 from .interface import BaseBatchProcessor, Handle, describe
 
 __all__ = ["SequentialBatchProcessor", "SequentialBatchProcessorSynchronous"]
@@ -70,14 +71,14 @@ class _SequentialBase(BaseBatchProcessor):
     def _bp_batch_done(self, future):
         if future is not self._bp_batch_future:
             if not future.cancelled():
-                future.exception()
+                exception_of(future)
             return  # killed: the handles were made then
         batch = self._bp_batch
         self._bp_batch = self._bp_batch_future = None
         if future.cancelled():
             handles = [Handle(d, self._bp_cancelled_future()) for d in batch]
         else:
-            exc = future.exception()
+            exc = exception_of(future)
             results = None
             if exc is None:
                 results = future.result()
@@ -86,7 +87,7 @@ class _SequentialBase(BaseBatchProcessor):
                 make = self._bp_result_future
                 handles = [Handle(d, make(r)) for d, r in zip(batch, results)]
             else:
-                handles = [Handle(d, self._bp_failed_future(exc)) for d in batch]
+                handles = [Handle(d, self._bp_failed_future(exc, future)) for d in batch]
         logger.debug("%s: a batch of %d descriptors ended", describe(self), len(batch))
         self._bp_add_ready(handles)
         if self._bp_queue:

@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 import collections
 import gc
+import logging
 import os
 import weakref
 
@@ -25,7 +26,12 @@ from batch_processor import (
     GraphError,
     ProcessorState,
     ProcessorStateError,
+    RetryPolicy,
     RunTimeoutError,
+    SeparateBatchProcessor,
+    SeparateBatchProcessorSynchronous,
+    SequentialBatchProcessor,
+    SequentialBatchProcessorSynchronous,
     run_batch_processor,
     run_batch_processor_async,
     run_batch_processor_single,
@@ -269,6 +275,50 @@ def test_failed_jobs_of_run_batch_processor_are_returned_not_raised():
     failed = [h for h in handles if h.descriptor == 0][0]
     with pytest.raises(ValueError):
         failed.future.result()
+
+
+
+def _fails_here(descriptor):
+    raise ValueError("the job of %r failed" % (descriptor,))
+
+
+class _FailingSeparate(SeparateBatchProcessor):
+    @coroutine
+    def _run_one_job(self, job_descriptor):
+        yield From(asyncio.sleep(0))
+        _fails_here(job_descriptor)
+
+
+class _FailingSeparateSync(SeparateBatchProcessorSynchronous):
+    def _run_one_job_synchronous(self, job_descriptor):
+        _fails_here(job_descriptor)
+
+
+class _FailingSequential(SequentialBatchProcessor):
+    @coroutine
+    def _run_batch(self, job_descriptors):
+        yield From(asyncio.sleep(0))
+        _fails_here(job_descriptors)
+
+
+class _FailingSequentialSync(SequentialBatchProcessorSynchronous):
+    def _run_batch_synchronous(self, job_descriptors):
+        _fails_here(job_descriptors)
+
+
+@pytest.mark.parametrize("make", [
+    _FailingSeparate, _FailingSeparateSync, _FailingSequential, _FailingSequentialSync,
+    lambda: _FailingSeparateSync(retry=RetryPolicy(attempts=2)),
+], ids=["Separate", "SeparateSync", "Sequential", "SequentialSync", "SeparateSync-retried"])
+def test_a_failed_handle_keeps_the_traceback_of_the_job(make, caplog):
+    caplog.set_level(logging.DEBUG, logger="batch_processor")  # the job logs look at outcomes
+    handles = run_batch_processor(make(), [1, 2], progress=True)  # and so do the bars
+    assert len(handles) == 2
+    for handle in handles:
+        assert "failed" in repr(handle)
+        with pytest.raises(ValueError) as raised:
+            handle.future.result()
+        assert "_fails_here" in [entry.name for entry in raised.traceback]
 
 
 def exploding_converter(*handles):
