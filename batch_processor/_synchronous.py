@@ -41,7 +41,9 @@ class SynchronousMixin(object):
     #: Workers of the default executor; ``None``: the standard library's default.
     _bp_default_workers = None  # type: Optional[int]
 
-    def _bp_reset_executor(self):
+    def _bp_reset(self):
+        """The processor's runtime state, plus the queue of executor completions."""
+        super(SynchronousMixin, self)._bp_reset()
         self._bp_completed = collections.deque()
         self._bp_wakeup_pending = False
         self._bp_executor_futures = {}  # loop future -> concurrent future
@@ -115,11 +117,14 @@ class SynchronousMixin(object):
             self._bp_cancel_executor_future_of(executor_future)
         future.cancel()
 
-    def _bp_cancel_executor_futures(self):
+    def _bp_cancel_all(self):
+        """Cancel as the processor does, then whatever is still in the executor."""
+        descriptors = super(SynchronousMixin, self)._bp_cancel_all()
         pending, self._bp_executor_futures = self._bp_executor_futures, {}
         for future, executor_future in pending.items():
             self._bp_cancel_executor_future_of(executor_future)
             future.cancel()
+        return descriptors
 
     def _bp_cancel_executor_future_of(self, executor_future):
         if not executor_future.cancel() and not executor_future.done():

@@ -292,10 +292,6 @@ class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
     def _bp_default_workers(self):
         return self.max_parallel_jobs
 
-    def _bp_reset(self):
-        _SeparateBase._bp_reset(self)
-        self._bp_reset_executor()
-
     @abc.abstractmethod
     def _run_one_job_synchronous(self, job_descriptor):
         """Run one job and return its result (called in an executor's worker)."""
@@ -305,8 +301,3 @@ class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
 
     def _bp_cancel_attempt(self, future):
         self._bp_cancel_executor_future(future)
-
-    def _bp_cancel_all(self):
-        descriptors = _SeparateBase._bp_cancel_all(self)
-        self._bp_cancel_executor_futures()
-        return descriptors

@@ -146,18 +146,9 @@ class SequentialBatchProcessorSynchronous(SynchronousMixin, _SequentialBase):
 
     _bp_default_workers = 1
 
-    def _bp_reset(self):
-        _SequentialBase._bp_reset(self)
-        self._bp_reset_executor()
-
     @abc.abstractmethod
     def _run_batch_synchronous(self, job_descriptors):
         """Run a batch and return a list of results, one per descriptor, in order."""
 
     def _bp_launch_batch(self, batch):
         return self._bp_submit(self._executor, "_run_batch_synchronous", list(batch))
-
-    def _bp_cancel_all(self):
-        descriptors = _SequentialBase._bp_cancel_all(self)
-        self._bp_cancel_executor_futures()
-        return descriptors
