@@ -293,25 +293,16 @@ class _Run(object):
         if self.future.done():
             return
         dirty, busy = self._dirty, self._busy
-        progress = self.progress
         try:
             while dirty:
                 node = dirty.popleft()
-                processor = node.processor
-                if node.fast:
-                    handles = processor._bp_take_ready()
-                else:
-                    handles = list(processor.get_ready())
+                handles = self._collect(node)
                 if handles:
-                    if node.kept is not None:
-                        node.kept.extend(handles)
-                    if progress is not None:
-                        progress.done(processor, handles)
                     for destination, converter in node.out:
                         descriptors = self._convert(converter, handles, node, destination)
                         if descriptors:
                             self._feed(destination, descriptors)
-                if not processor.in_flight:
+                if not node.processor.in_flight:
                     busy.discard(node)
                 elif not node.fast:
                     self._watch(node)
@@ -320,6 +311,17 @@ class _Run(object):
             return
         if not busy:
             self._finish()
+
+    def _collect(self, node):
+        """Take the ready handles of ``node``'s processor, keep and count them; return them."""
+        processor = node.processor
+        handles = processor._bp_take_ready() if node.fast else list(processor.get_ready())
+        if handles:
+            if node.kept is not None:
+                node.kept.extend(handles)
+            if self.progress is not None:
+                self.progress.done(processor, handles)
+        return handles
 
     def _convert(self, converter, handles, source, destination):
         try:
@@ -375,13 +377,7 @@ class _Run(object):
         for node in six.itervalues(self.nodes):
             node.processor.kill()
         for node in six.itervalues(self.nodes):
-            processor = node.processor
-            handles = processor._bp_take_ready() if node.fast else list(processor.get_ready())
-            if handles:
-                if node.kept is not None:
-                    node.kept.extend(handles)
-                if self.progress is not None:
-                    self.progress.done(processor, handles)
+            self._collect(node)
         self._dirty.clear()
         self._busy.clear()
 
@@ -566,7 +562,7 @@ def _run_sync(name, loop_factory, coroutine_function, *args):
 
 def _cancel_leftovers(loop):
     """Cancel the tasks a run leaves (jobs of killed processors) and let them end."""
-    tasks = [task for task in compat.all_tasks(loop) if not task.done()]
+    tasks = list(compat.all_tasks(loop))  # those not done
     if not tasks:
         return
     for task in tasks:
