@@ -145,6 +145,12 @@ CoroutineType = types.GeneratorType if PY2 else types.CoroutineType
 CancelledError = asyncio.CancelledError
 TimeoutError = asyncio.TimeoutError
 
+
+def current_loop():
+    """The loop running in this thread, or else the thread's current event loop."""
+    return running_loop() or asyncio.get_event_loop()
+
+
 def all_tasks(loop):
     """The tasks of ``loop`` that are not done."""
     if hasattr(asyncio, "all_tasks") and sys.version_info >= (3, 7):

@@ -448,13 +448,9 @@ def _initial_feeds(graph, initial_descriptors, nodes):
 
 # -- runners --------------------------------------------------------------------------
 
-def _current_loop():
-    return compat.running_loop() or asyncio.get_event_loop()
-
-
 @coroutine
 def _run_async(graph, initial_descriptors, timeout, keep_results, progress):
-    run = _Run(graph, initial_descriptors, _current_loop(), timeout, keep_results, progress)
+    run = _Run(graph, initial_descriptors, compat.current_loop(), timeout, keep_results, progress)
     try:
         results = yield From(run.future)
     except BaseException:

@@ -254,7 +254,7 @@ class BaseBatchProcessor(AbstractBatchProcessor):
     def _bp_current_loop(self):
         loop = self._bp_loop
         if loop is None or loop.is_closed():
-            loop = compat.running_loop() or compat.asyncio.get_event_loop()
+            loop = compat.current_loop()
             self._bp_bind(loop)
         return loop
 
