@@ -39,6 +39,22 @@ if PY2:  # pragma: no cover - exercised by the py27 environment
     #: An awaitable done at once and tied to no loop: trollius has none.
     DONE = None
 
+    def done_outside_loop():
+        """A done future, for code that runs outside any event loop.
+
+        trollius has no awaitable tied to no loop: the future belongs to the thread's
+        current loop, or, in a thread without one, to a loop made for it and closed.
+        """
+        try:
+            loop, owned = asyncio.get_event_loop(), False
+        except RuntimeError:  # a thread without an event loop
+            loop, owned = asyncio.new_event_loop(), True
+        future = asyncio.Future(loop=loop)
+        future.set_result(None)
+        if owned:
+            loop.close()
+        return future
+
     def running_loop():
         """Return the event loop running in this thread, or ``None``."""
         loop = asyncio.get_event_loop_policy()._local._loop
@@ -130,6 +146,10 @@ else:
     def run_until_complete(loop, awaitable):
         """``loop.run_until_complete(awaitable)``."""
         return loop.run_until_complete(awaitable)
+
+    def done_outside_loop():
+        """`DONE`, the awaitable done at once and tied to no loop."""
+        return DONE
 
     #: ``future.exception()``: on Python 3 the traceback lives on the exception.
     exception_of = operator.methodcaller("exception")

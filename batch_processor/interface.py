@@ -375,9 +375,8 @@ class BaseBatchProcessor(AbstractBatchProcessor):
 
     def _bp_done_future(self):
         loop = self._bp_loop
-        if (loop is None or loop.is_closed()) and compat.DONE is not None \
-                and compat.running_loop() is None:
-            return compat.DONE  # outside any loop (Python 3): nothing to bind to
+        if (loop is None or loop.is_closed()) and compat.running_loop() is None:
+            return compat.done_outside_loop()  # nothing to bind to
         self._bp_current_loop()
         future = self._bp_new_future()
         future.set_result(None)

@@ -13,11 +13,13 @@ import collections
 import gc
 import logging
 import os
+import threading
 import weakref
 
 import pytest
 
 from batch_processor import (
+    AbstractBatchProcessor,
     BatchProcessorError,
     BatchProcessorResultHandle,
     BatchProcessorsGraph,
@@ -904,3 +906,175 @@ def test_a_run_with_kills_writes_nothing_without_logging_configured():
         assert outcome == [True, True], outcome
     """)
     assert (returncode, stdout, stderr) == (0, "", "")
+
+
+# == the contract, case by case ==========================================================
+
+def test_cancelling_an_async_graph_run_kills_every_processor(loop):
+    gate = compat.new_future(loop)
+    started_a, started_b = compat.new_future(loop), compat.new_future(loop)
+    a, b, idle = Gated(gate, started_a, 1), Gated(gate, started_b, 1), Separate()
+    graph = BatchProcessorsGraph()
+    graph.add_connected_processors(a, idle, lambda *hs: [h.descriptor for h in hs])
+    graph.add_processor(b)
+
+    @coroutine
+    def main():
+        task = loop.create_task(run_batch_processors_graph_async(graph, {a: [1], b: [2]}))
+        yield From(started_a)
+        yield From(started_b)
+        task.cancel()
+        try:
+            yield From(task)
+        except CancelledError:
+            raise Return("cancelled")
+        raise Return("not cancelled")
+
+    assert loop.run_until_complete(main()) == "cancelled"
+    for processor in (a, b, idle):
+        assert processor.state is ProcessorState.KILLED
+        assert processor.in_flight == 0
+    assert idle.seen == []
+
+
+def test_async_graph_runner_timeout(loop):
+    source, blocker = Separate(fn=identity), Blocker()
+    graph = BatchProcessorsGraph()
+    graph.add_connected_processors(source, blocker, lambda *hs: [h.descriptor for h in hs])
+    try:
+        with pytest.raises(RunTimeoutError) as info:
+            loop.run_until_complete(
+                run_batch_processors_graph_async(graph, {blocker: [10]}, timeout=0.2))
+    finally:
+        blocker.release()
+    error = info.value
+    assert list(error.results) == [source, blocker]
+    assert error.results[source] == []
+    assert [outcome(h) for h in error.results[blocker]] == [("cancelled", None)]
+    assert "0.2" in str(error) and "Blocker" in str(error)
+    assert source.state is ProcessorState.KILLED and blocker.state is ProcessorState.KILLED
+
+
+def test_async_runners_show_progress_on_stderr(loop, capfd):
+    processor, sink = Separate(), SequentialSync()
+    graph = BatchProcessorsGraph()
+    graph.add_connected_processors(processor, sink, lambda *hs: [h.future.result() for h in hs])
+
+    @coroutine
+    def main():
+        yield From(run_batch_processors_graph_async(graph, {processor: [1, 2]}, progress=True))
+        handles = yield From(run_batch_processor_async(Separate(), [1], progress=True))
+        raise Return(handles)
+
+    loop.run_until_complete(main())
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "Separate" in err and "SequentialSync" in err
+    assert "fed 2, ok 2, failed 0, cancelled 0" in err
+    assert "fed 1, ok 1, failed 0, cancelled 0" in err
+
+
+def test_handles_are_listed_in_the_order_they_were_collected():
+    counter = Separate(fn=dec)
+    graph = BatchProcessorsGraph()
+    graph.add_connected_processors(counter, counter,
+                                   lambda *hs: [h.future.result() for h in hs if h.future.result()])
+    results = run_batch_processors_graph(graph, {counter: [4]})
+    # each step is fed only after the previous handle was collected
+    assert [h.descriptor for h in results[counter]] == [4, 3, 2, 1]
+
+
+class Delegating(AbstractBatchProcessor):
+    """Implements the abstract contract by hand (here: by forwarding to ``inner``)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def feed_new(self, descriptors):
+        self.inner.feed_new(descriptors)
+
+    def get_ready(self):
+        return self.inner.get_ready()
+
+    def wait_ready(self):
+        return self.inner.wait_ready()
+
+    @property
+    def in_flight(self):
+        return self.inner.in_flight
+
+    @property
+    def state(self):
+        return self.inner.state
+
+    def stop(self):
+        return self.inner.stop()
+
+    def kill(self):
+        self.inner.kill()
+
+
+def test_runners_drive_a_hand_written_processor_through_wait_ready():
+    own = Delegating(Separate(fn=dec))
+    other = Separate(fn=identity)
+    graph = BatchProcessorsGraph()
+    graph.add_connected_processors(own, other, lambda *hs: [h.future.result() for h in hs])
+    graph.add_connected_processors(other, own, lambda *hs: [h.future.result() for h in hs
+                                                           if h.future.result() > 0])
+    results = run_batch_processors_graph(graph, {own: [3, 2]})
+    assert sorted(h.descriptor for h in results[own]) == [1, 1, 2, 2, 3]
+    assert sorted(h.descriptor for h in results[other]) == [0, 0, 1, 1, 2]
+    assert all(h.future.result() == h.descriptor - 1 for h in results[own])
+    assert [h.descriptor for h in run_batch_processor(own, [5])] == [5]
+    assert own.state is ProcessorState.IDLE and own.in_flight == 0
+
+
+def test_converter_gets_the_handles_of_one_get_ready_together():
+    calls = []
+
+    def record(*handles):
+        calls.append(sorted(h.descriptor for h in handles))
+        return []
+
+    batches = SequentialSync(fn=identity)  # one batch: its handles are ready together
+    graph = BatchProcessorsGraph()
+    graph.add_connected_processors(batches, Separate(), record)
+    run_batch_processors_graph(graph, {batches: [1, 2, 3]})
+    assert batches.batches == [[1, 2, 3]]
+    assert calls == [[1, 2, 3]]
+
+
+def test_a_run_refuses_initial_descriptors_for_a_killed_processor():
+    final, other = Separate(), Separate()
+    final.kill()
+    graph = BatchProcessorsGraph()
+    graph.add_processor(other)
+    graph.add_processor(final)
+    with pytest.raises(ProcessorStateError):
+        run_batch_processor(final, [1])
+    with pytest.raises(ProcessorStateError):
+        run_batch_processors_graph(graph, {other: [1], final: [2]})
+    assert final.seen == [] and other.seen == []
+    # the graph still runs, and the other processor is free for it
+    assert [h.descriptor for h in run_batch_processors_graph(graph, {other: [3]})[other]] == [3]
+
+
+def test_stop_and_wait_ready_outside_any_loop_in_a_thread_without_one():
+    outcomes = []
+
+    def body():  # a thread with no current event loop, as after a synchronous run
+        processor = Separate()
+        run_batch_processor(processor, [1])
+        try:
+            processor.wait_ready()
+            processor.stop()
+            processor.stop()
+            processor.kill()
+            outcomes.append(processor.state)
+        except Exception as exc:
+            outcomes.append(exc)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert outcomes == [ProcessorState.STOPPED]
