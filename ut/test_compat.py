@@ -296,3 +296,11 @@ def test_coroutine_on_a_plain_function_returning_a_coroutine_runs_it(loop):
 def test_coroutine_keeps_the_function_name():
     assert add_later.__name__ == "add_later"
     assert _plain_double.__name__ == "_plain_double"
+
+
+@pytest.mark.skipif(not PY2, reason="Python 2 only")
+def test_coroutine_from_and_return_are_trollius_own_on_python2():
+    import trollius
+    assert compat.coroutine is trollius.coroutine
+    assert compat.From is trollius.From
+    assert compat.Return is trollius.Return

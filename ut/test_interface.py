@@ -246,6 +246,33 @@ def test_feed_new_after_kill_raises_processor_state_error(loop, gates, kind):
     assert processor.in_flight == 0
 
 
+def test_kill_cancels_the_executor_futures_of_jobs_not_started_yet(loop, gates):
+    processor = RecordingSeparateSync(gates)          # no cap: both jobs are submitted
+    processor.executor = RecordingExecutor(1)         # one worker: job 2 waits in its queue
+
+    @coroutine
+    def scenario():
+        processor.feed_new([1, 2])
+        yield From(gates.wait_started(1))
+        processor.kill()
+        killed = processor.get_ready()
+        gates.open_all()                               # job 1's thread ends (abandoned)
+        yield From(callbacks_ran(loop, processor.executor.futures))
+        yield From(spin())
+        raise Return(killed)
+
+    try:
+        killed = run(loop, scenario())
+    finally:
+        processor.executor.shutdown(wait=False)
+    assert sorted(h.descriptor for h in killed) == [1, 2]
+    assert all(h.future.cancelled() for h in killed)
+    first, second = processor.executor.futures
+    assert second.cancelled()                          # the work behind job 2 was cancelled...
+    assert gates.started == [1]                        # ...so it never ran
+    assert processor.get_ready() == set()
+
+
 # == get_ready =========================================================================
 
 def test_get_ready_returns_each_handle_exactly_once(loop, gates, kind):
