@@ -610,9 +610,13 @@ def run_batch_processor(batch_processor, descriptors, timeout=None, keep_results
 
 def run_batch_processor_single(batch_processor, descriptor, timeout=None, keep_results=None,
                                progress=False, loop_factory=None):
-    # type: (AbstractBatchProcessor, Any, Optional[float], Kept, bool, Optional[Callable[[], Any]]) -> BatchProcessorResultHandle
-    """Run one processor over one descriptor; return its handle (legacy convenience)."""
+    # type: (AbstractBatchProcessor, Any, Optional[float], Kept, bool, Optional[Callable[[], Any]]) -> Optional[BatchProcessorResultHandle]
+    """Run one processor over one descriptor; return its handle (legacy convenience).
+
+    With ``keep_results`` not naming the processor the handle is dropped, and the
+    result is ``None``.
+    """
     handles = run_batch_processor(batch_processor, [descriptor], timeout=timeout,
                                   keep_results=keep_results, progress=progress,
                                   loop_factory=loop_factory)
-    return handles[0]
+    return handles[0] if handles else None

@@ -637,6 +637,12 @@ def test_run_batch_processor_single():
     assert outcome(failed)[0] == "failed" and failed.descriptor == 1
 
 
+def test_run_batch_processor_single_without_keeping_the_handle_returns_none():
+    processor = Separate()
+    assert run_batch_processor_single(processor, 25, keep_results=[]) is None
+    assert processor.seen == [25] and processor.state is ProcessorState.IDLE
+
+
 def test_handles_compare_and_hash_by_identity():
     equal, also_equal = [1, 2], [1, 2]  # unhashable, equal, distinct descriptors
     handles = run_batch_processor(Separate(fn=len), [equal, also_equal, equal])
