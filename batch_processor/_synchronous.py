@@ -21,7 +21,7 @@ from .interface import describe
 if False:  # type checkers only
     from typing import Optional  # noqa: F401
 
-__all__ = ["SynchronousMixin"]
+__all__ = ["ExecutorRuntime", "SynchronousMixin"]
 
 logger = logging.getLogger("batch_processor")
 
@@ -36,17 +36,12 @@ def _call_method(processor, method_name, argument):
 
 
 class SynchronousMixin(object):
-    """Executor plumbing for a `BaseBatchProcessor` subclass."""
+    """The processor side of the Synchronous forms: the executor the jobs run in."""
 
     #: Workers of the default executor; ``None``: the standard library's default.
-    _bp_default_workers = None  # type: Optional[int]
+    _default_workers = None  # type: Optional[int]
 
-    def _bp_reset(self):
-        """The processor's runtime state, plus the queue of executor completions."""
-        super(SynchronousMixin, self)._bp_reset()
-        self._bp_completed = collections.deque()
-        self._bp_wakeup_pending = False
-        self._bp_executor_futures = {}  # loop future -> concurrent future
+    # -- the hook a subclass may override ---------------------------------------------
 
     @property
     def _executor(self):
@@ -57,46 +52,70 @@ class SynchronousMixin(object):
         loop's default executor, as with ``loop.run_in_executor()``. The default is a
         thread pool with daemon threads owned by the processor.
         """
-        executor = self.__dict__.get("_bp_default_executor")
+        return self._bp_runtime().default_executor()
+
+
+class ExecutorRuntime(object):
+    """The runtime side: submits jobs to an executor and resolves loop futures.
+
+    Mixed into a `Runtime` subclass that names, in ``method_name``, the processor's
+    method a job runs. ``executor_futures`` maps the loop future of each submitted
+    job to its executor future; ``completed`` queues the executor futures that
+    ended, from whichever thread, until the loop takes them (one wake-up per burst).
+    The default thread pool is made on first use and kept across runs.
+    """
+
+    method_name = None  # type: Optional[str]
+    owned_executor = None
+
+    def reset(self):
+        super(ExecutorRuntime, self).reset()
+        self.completed = collections.deque()
+        self.wakeup_pending = False
+        self.executor_futures = {}
+
+    def default_executor(self):
+        executor = self.owned_executor
         if executor is None:
             from .util import UnsafeThreadPoolExecutor
-            executor = UnsafeThreadPoolExecutor(self._bp_default_workers)
-            self._bp_default_executor = executor
+            executor = UnsafeThreadPoolExecutor(self.processor._default_workers)
+            self.owned_executor = executor
         return executor
 
-    def _bp_submit(self, executor, method_name, argument):
-        """Run ``self.method_name(argument)`` in ``executor``; return a future of the processor's loop."""
+    def submit(self, executor, argument):
+        """Run ``processor.method_name(argument)`` in ``executor``; return a future of the loop."""
+        processor = self.processor
         if executor is None:  # as with run_in_executor(): the loop's default executor
-            return self._bp_loop.run_in_executor(None, _call_method, self, method_name, argument)
-        future = self._bp_new_future()
+            return self.loop.run_in_executor(None, _call_method, processor, self.method_name,
+                                             argument)
+        future = self.new_future()
         try:
             if compat.PY2 and isinstance(executor, ProcessPoolExecutor):
                 # The futures backport hangs on what it cannot pickle: find out first.
-                pickle.dumps((self, method_name, argument), pickle.HIGHEST_PROTOCOL)
-            executor_future = executor.submit(_call_method, self, method_name, argument)
+                pickle.dumps((processor, self.method_name, argument), pickle.HIGHEST_PROTOCOL)
+            executor_future = executor.submit(_call_method, processor, self.method_name, argument)
         except Exception as exc:  # a shut-down or broken executor fails this job only
             future.set_exception(exc)
             return future
-        self._bp_executor_futures[future] = executor_future
-        executor_future.add_done_callback(functools.partial(self._bp_executor_done, future))
+        self.executor_futures[future] = executor_future
+        executor_future.add_done_callback(functools.partial(self.executor_done, future))
         return future
 
-    def _bp_executor_done(self, future, executor_future):
+    def executor_done(self, future, executor_future):
         # Runs in a worker thread (or in the loop's thread if already done).
-        self._bp_completed.append((future, executor_future))
-        if not self._bp_wakeup_pending:
-            self._bp_wakeup_pending = True
-            loop = self._bp_loop
+        self.completed.append((future, executor_future))
+        if not self.wakeup_pending:
+            self.wakeup_pending = True
             try:
-                loop.call_soon_threadsafe(self._bp_drain_completed)
+                self.loop.call_soon_threadsafe(self.drain_completed)
             except (RuntimeError, AttributeError):
                 # The loop is closed: the run that wanted this result is over.
-                self._bp_wakeup_pending = False
+                self.wakeup_pending = False
 
-    def _bp_drain_completed(self):
-        self._bp_wakeup_pending = False
-        completed = self._bp_completed
-        pending = self._bp_executor_futures
+    def drain_completed(self):
+        self.wakeup_pending = False
+        completed = self.completed
+        pending = self.executor_futures
         while completed:
             future, executor_future = completed.popleft()
             if pending.pop(future, None) is None or future.done():
@@ -110,23 +129,24 @@ class SynchronousMixin(object):
             else:
                 compat.fail(future, exc, executor_future)
 
-    def _bp_cancel_executor_future(self, future):
+    def cancel_executor_future(self, future):
         """Cancel the loop future ``future`` and, if it can, the work behind it."""
-        executor_future = self._bp_executor_futures.pop(future, None)
+        executor_future = self.executor_futures.pop(future, None)
         if executor_future is not None:
-            self._bp_cancel_executor_future_of(executor_future)
+            self.cancel_work(executor_future)
         future.cancel()
 
-    def _bp_cancel_all(self):
-        """Cancel as the processor does, then whatever is still in the executor."""
-        descriptors = super(SynchronousMixin, self)._bp_cancel_all()
-        pending, self._bp_executor_futures = self._bp_executor_futures, {}
+    def cancel_all(self):
+        """Cancel as the kind does, then whatever is still in the executor."""
+        descriptors = super(ExecutorRuntime, self).cancel_all()
+        pending, self.executor_futures = self.executor_futures, {}
         for future, executor_future in pending.items():
-            self._bp_cancel_executor_future_of(executor_future)
+            self.cancel_work(executor_future)
             future.cancel()
         return descriptors
 
-    def _bp_cancel_executor_future_of(self, executor_future):
+    def cancel_work(self, executor_future):
         if not executor_future.cancel() and not executor_future.done():
             logger.warning("%s: a job already running in its executor cannot be interrupted; "
-                           "it is abandoned and its result will be discarded", describe(self))
+                           "it is abandoned and its result will be discarded",
+                           describe(self.processor))

@@ -29,20 +29,25 @@ class DaskExecutorMixin(object):
         *args, **kwargs: passed on to the processor class (``max_parallel_jobs``...).
     """
 
+    #: The client and its executor stay with this process: they are not pickled to
+    #: the workers, and a copy of the processor shares them.
+    _bp_not_pickled = ("_dask_client", "_dask_executor")
+    _dask_client = None
+    _dask_executor = None
+
     def __init__(self, client, *args, **kwargs):
         super(DaskExecutorMixin, self).__init__(*args, **kwargs)
-        # ``_bp_`` attributes are runtime state: they are not pickled to the workers.
-        self._bp_dask_client = client
-        self._bp_dask_executor = client.get_executor(pure=False)
+        self._dask_client = client
+        self._dask_executor = client.get_executor(pure=False)
 
     @property
     def client(self):
         """The ``distributed.Client`` the jobs run through."""
-        return self._bp_dask_client
+        return self._dask_client
 
     @property
     def _executor(self):
-        return self._bp_dask_executor
+        return self._dask_executor
 
 
 def local_client(n_workers=2, threads_per_worker=1, **kwargs):

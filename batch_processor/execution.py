@@ -22,11 +22,12 @@ import six
 
 from . import compat
 from ._interrupt import InterruptibleRun
+from ._runtime import attach
 from .compat import CancelledError, From, Return, asyncio, coroutine
 from .interface import (
-    AbstractBatchProcessor, BaseBatchProcessor, ConverterError, GraphError, Handle,
+    AbstractBatchProcessor, ConverterError, GraphError, Handle,
     BatchProcessorResultHandle, ProcessorState, ProcessorStateError, RunTimeoutError,
-    as_descriptor_list, describe)
+    as_descriptor_list, describe, processor_name, safe_repr, safe_str)
 
 __all__ = [
     "BatchProcessorsGraph",
@@ -130,16 +131,15 @@ _claimed_lock = threading.Lock()
 
 
 class _Node(object):
-    """A processor as one run sees it."""
+    """A processor as one run sees it: the processor, its port, its outgoing edges."""
 
-    __slots__ = ("processor", "fast", "out", "kept", "watching", "mark")
+    __slots__ = ("processor", "port", "out", "kept", "mark")
 
     def __init__(self, processor, kept):
         self.processor = processor
-        self.fast = isinstance(processor, BaseBatchProcessor)
+        self.port = None  # attached when the run starts
         self.out = []  # (destination node, converter)
         self.kept = kept  # the list its handles go to, or None
-        self.watching = False
         self.mark = None
 
 
@@ -177,17 +177,11 @@ class _Run(object):
             self.progress = RunProgress(processors)
         try:
             for node in six.itervalues(nodes):
-                if node.fast:
-                    processor = node.processor
-                    processor._bp_bind(loop)
-                    processor._bp_listener = node.mark = self._marker(node)
-                    if processor._bp_ready:
-                        self._dirty.append(node)
-                    if processor.in_flight:
-                        self._busy.add(node)
-                elif node.processor.in_flight:
+                node.port = attach(node.processor, loop)
+                node.mark = self._marker(node)
+                node.port.listen(node.mark)
+                if node.port.in_flight:
                     self._busy.add(node)
-                    self._watch(node)
         except BaseException:
             self._close()
             raise
@@ -222,13 +216,15 @@ class _Run(object):
             for node in six.itervalues(self.nodes):
                 if _claimed.get(id(node.processor)) is self:
                     del _claimed[id(node.processor)]
-                if node.fast and node.processor._bp_listener is node.mark:
-                    node.processor._bp_listener = None
+                if node.port is not None:
+                    node.port.release(node.mark)
 
     def _marker(self, node):
         dirty = self._dirty
 
         def mark():
+            if self.future.done():
+                return
             dirty.append(node)
             if not self._scheduled:
                 self._schedule()
@@ -238,40 +234,19 @@ class _Run(object):
         self._scheduled = True
         self.loop.call_soon(self._step)
 
-    def _watch(self, node):
-        """Wait for a processor of another implementation through its ``wait_ready()``."""
-        if node.watching:
-            return
-        node.watching = True
-        waiter = compat.as_future(node.processor.wait_ready(), self.loop)
-
-        def ready(_):
-            node.watching = False
-            if not self.future.done():
-                self._dirty.append(node)
-                if not self._scheduled:
-                    self._schedule()
-        waiter.add_done_callback(ready)
-
     # -- the work -------------------------------------------------------------------
 
     def _feed(self, node, descriptors):
         if not descriptors:
             return
-        processor = node.processor
         try:
-            if node.fast:
-                processor._bp_feed(descriptors)
-            else:
-                processor.feed_new(descriptors)
+            node.port.feed(descriptors)
         except ProcessorStateError:
             self._refuse(node, descriptors)
             return
         if self.progress is not None:
-            self.progress.fed(processor, len(descriptors))
+            self.progress.fed(node.processor, len(descriptors))
         self._busy.add(node)
-        if not node.fast:
-            self._watch(node)
 
     def _refuse(self, node, descriptors):
         """Descriptors for a stopped or killed processor come back cancelled."""
@@ -302,10 +277,8 @@ class _Run(object):
                         descriptors = self._convert(converter, handles, node, destination)
                         if descriptors:
                             self._feed(destination, descriptors)
-                if not node.processor.in_flight:
+                if not node.port.in_flight:
                     busy.discard(node)
-                elif not node.fast:
-                    self._watch(node)
         except _ConverterFailure as failure:
             self._abort(failure.error)
             return
@@ -314,13 +287,12 @@ class _Run(object):
 
     def _collect(self, node):
         """Take the ready handles of ``node``'s processor, keep and count them; return them."""
-        processor = node.processor
-        handles = processor._bp_take_ready() if node.fast else list(processor.get_ready())
+        handles = node.port.take_ready()
         if handles:
             if node.kept is not None:
                 node.kept.extend(handles)
             if self.progress is not None:
-                self.progress.done(processor, handles)
+                self.progress.done(node.processor, handles)
         return handles
 
     def _convert(self, converter, handles, source, destination):

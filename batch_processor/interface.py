@@ -13,6 +13,7 @@ without runtime state); a subclass only starts jobs and reports them finished.
 from __future__ import absolute_import, division, print_function
 
 import abc
+import copy
 import enum
 import logging
 
@@ -32,7 +33,11 @@ __all__ = [
     "ProcessorState",
     "ProcessorStateError",
     "RunTimeoutError",
+    "check_name",
     "describe",
+    "processor_name",
+    "safe_repr",
+    "safe_str",
 ]
 
 if False:  # type checkers only: typing is not in Python 2's standard library
@@ -41,10 +46,29 @@ if False:  # type checkers only: typing is not in Python 2's standard library
 logger = logging.getLogger("batch_processor")
 
 
+def processor_name(processor):
+    # type: (Any) -> str
+    """``processor.name``, or its class name for an object that has no string name."""
+    try:
+        name = getattr(processor, "name", None)
+    except Exception:
+        name = None
+    if not isinstance(name, six.string_types) or not name:
+        name = type(processor).__name__
+    return name
+
+
 def describe(processor):
     # type: (Any) -> str
-    """A short name for ``processor`` in messages: its class and a short identity."""
-    return "%s@%x" % (type(processor).__name__, id(processor) & 0xFFFFFF)
+    """How messages call ``processor``: its name and a short identity.
+
+    ``Trainer@9a79d0`` for a processor called by its class name, and
+    ``'fast trainer' (Trainer@9a79d0)`` for one given another ``name``.
+    """
+    kind = type(processor).__name__
+    ident = "%s@%x" % (kind, id(processor) & 0xFFFFFF)
+    name = processor_name(processor)
+    return ident if name == kind else "%r (%s)" % (str(name), ident)
 
 
 class BatchProcessorError(Exception):
@@ -136,6 +160,22 @@ class AbstractBatchProcessor(object):
     life: success, failure or cancellation, never lost, never twice.
     """
 
+    _name = None
+
+    @property
+    def name(self):
+        # type: () -> str
+        """The processor's name: the ``name=`` it was made with, or its class name.
+
+        Messages, log records, progress lines, DOT labels and traces call the
+        processor by it.
+        """
+        return self._name or type(self).__name__
+
+    @name.setter
+    def name(self, value):
+        self._name = value
+
     @abc.abstractmethod
     def feed_new(self, descriptors):
         # type: (Iterable[Any]) -> None
@@ -182,23 +222,29 @@ class AbstractBatchProcessor(object):
         """End every unfinished job as cancelled, at once, and ask its work to stop."""
 
 
-_RUNTIME_PREFIX = "_bp_"
-_CoroutineType = compat.CoroutineType
-
-
 class BaseBatchProcessor(AbstractBatchProcessor):
-    """The bookkeeping shared by the processors of this package.
+    """The processors of this package: configuration and hooks here, the engine in a runtime.
 
-    A subclass implements three hooks:
+    A processor object holds what its user gave it (options, models, attributes its
+    jobs read) and the hooks its subclasses override. Everything it has while it
+    runs jobs (the loop it is bound to, queues, ready handles, jobs in flight,
+    waiters, owned executors) lives in one runtime object of the class
+    ``_runtime_class`` (see ``batch_processor._runtime``), made when it is first
+    needed and never pickled or copied: a pickle or a copy of a processor is a
+    processor that has run nothing.
 
-    * ``_bp_start(descriptors)``: start (or queue) jobs for a list of descriptors;
-      when a job ends, append its handle with `_bp_add_ready` (or inline the same
-      steps on a hot path);
-    * ``_bp_cancel_all()``: ask all unfinished work to stop and return the list of
-      the unfinished descriptors, forgetting them;
-    * ``_bp_reset()``: (re)create the subclass's runtime attributes, whose names
-      start with ``_bp_``: they are dropped when the processor is pickled.
+    The runner drives a processor through ``_bp_attach(loop)``, which returns its
+    runtime bound to ``loop``; the runtime is the runner's port (``feed``,
+    ``take_ready``, ``in_flight``, ``listen``, ``release``). Hand-written
+    `AbstractBatchProcessor` subclasses are driven through their public methods.
     """
+
+    #: The engine of this kind of processor: a ``batch_processor._runtime.Runtime`` subclass.
+    _runtime_class = None  # type: Any
+    #: Attributes that stay with the processor object: not pickled (to a worker
+    #: process, into a checkpoint), and shared, not copied, by ``copy.deepcopy``.
+    _bp_not_pickled = ()  # type: tuple
+    _bp_rt = None  # the runtime, once made
 
     def __new__(cls, *args, **kwargs):
         missing = getattr(cls, "__abstractmethods__", None)
@@ -207,237 +253,125 @@ class BaseBatchProcessor(AbstractBatchProcessor):
                 "%s cannot be created: it does not implement %s; define %s in the subclass"
                 % (cls.__name__, ", ".join(sorted(missing)),
                    " and ".join("%s()" % name for name in sorted(missing))))
-        self = super(BaseBatchProcessor, cls).__new__(cls)
-        self._bp_init_runtime()
-        return self
+        return super(BaseBatchProcessor, cls).__new__(cls)
 
-    # -- runtime state ------------------------------------------------------------
-
-    def _bp_init_runtime(self):
-        self._bp_loop = None
-        self._bp_new_future = None
-        self._bp_ready = []
-        self._bp_unfinished = 0
-        self._bp_final = None
-        self._bp_stopping = False
-        self._bp_waiters = []
-        self._bp_stop_waiters = []
-        self._bp_listener = None
-        self._bp_reset()
-
-    def _bp_reset(self):
-        """Create the subclass's runtime attributes (``_bp_*``)."""
+    # -- pickling and copying: never the runtime ---------------------------------------
 
     def __getstate__(self):
-        return dict((key, value) for key, value in six.iteritems(self.__dict__)
-                    if not key.startswith(_RUNTIME_PREFIX))
+        state = self.__dict__.copy()
+        state.pop("_bp_rt", None)
+        for name in self._bp_not_pickled:
+            state.pop(name, None)
+        return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._bp_init_runtime()
 
-    def _bp_bind(self, loop):
-        """Bind the processor to ``loop``, the loop of the run about to drive it."""
-        if self._bp_loop is loop:
-            return
-        if self._bp_unfinished:
-            raise ProcessorStateError(
-                "%s still has %d jobs running on another event loop; let them finish "
-                "(or kill() it) before running it on a new loop"
-                % (describe(self), self._bp_unfinished))
-        self._bp_loop = loop
-        self._bp_new_future = _future_factory(loop)
-        self._bp_waiters = []
-        self._bp_stop_waiters = []
-        self._bp_reset()
+    def __copy__(self):
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.__dict__.pop("_bp_rt", None)
+        return clone
 
-    def _bp_current_loop(self):
-        loop = self._bp_loop
-        if loop is None or loop.is_closed():
-            loop = compat.current_loop()
-            self._bp_bind(loop)
-        return loop
+    def __deepcopy__(self, memo):
+        clone = object.__new__(type(self))
+        memo[id(self)] = clone
+        state = self.__dict__.copy()
+        state.pop("_bp_rt", None)
+        shared = dict((name, state.pop(name)) for name in self._bp_not_pickled if name in state)
+        clone.__dict__.update(copy.deepcopy(state, memo))
+        clone.__dict__.update(shared)
+        return clone
+
+    # -- the runtime ----------------------------------------------------------------
+
+    def _bp_runtime(self):
+        """The processor's runtime, made on first use."""
+        runtime = self.__dict__.get("_bp_rt")
+        if runtime is None:
+            runtime = self._bp_rt = self._runtime_class(self)
+        return runtime
+
+    def _bp_attach(self, loop):
+        """The runner's port to this processor: its runtime, bound to ``loop``."""
+        runtime = self._bp_runtime()
+        runtime.bind(loop)
+        return runtime
 
     # -- the public contract --------------------------------------------------------
 
     @property
     def in_flight(self):
-        return self._bp_unfinished + len(self._bp_ready)
+        runtime = self.__dict__.get("_bp_rt")
+        return 0 if runtime is None else runtime.in_flight
 
     @property
     def state(self):
-        if self._bp_final is not None:
-            return self._bp_final
-        if self._bp_stopping:
-            return ProcessorState.STOPPING
-        if self._bp_unfinished or self._bp_ready:
-            return ProcessorState.RUNNING
-        return ProcessorState.IDLE
+        runtime = self.__dict__.get("_bp_rt")
+        return ProcessorState.IDLE if runtime is None else runtime.state
 
     def feed_new(self, descriptors):
-        self._bp_feed(as_descriptor_list(descriptors, self))
-
-    def _bp_feed(self, descriptors):
-        """Feed a list of descriptors that the caller owns no longer."""
-        if self._bp_final is not None or self._bp_stopping:
-            raise ProcessorStateError(
-                "%s is %s and accepts no new jobs; feed a processor that is neither "
-                "stopped nor killed" % (describe(self), self.state.value))
-        if not descriptors:
-            return
-        if self._bp_loop is None or self._bp_loop.is_closed():
-            self._bp_current_loop()
-        self._bp_unfinished += len(descriptors)
-        self._bp_start(descriptors)
+        runtime = self._bp_runtime()
+        runtime.check_feedable()
+        descriptors = as_descriptor_list(descriptors, self)
+        if descriptors:
+            runtime.ensure_loop()
+            runtime.feed(descriptors)
 
     def get_ready(self):
-        return set(self._bp_take_ready())
-
-    def _bp_take_ready(self):
-        """The ready handles in the order they finished, as a list."""
-        ready = self._bp_ready
-        if ready:
-            self._bp_ready = []
-        return ready
+        return set(self._bp_runtime().take_ready())
 
     def wait_ready(self):
-        if self._bp_ready or not self._bp_unfinished:
-            return self._bp_done_future()
-        waiter = self._bp_new_future()
-        self._bp_waiters.append(waiter)
-        return waiter
+        return self._bp_runtime().wait_ready()
 
     def stop(self):
-        if self._bp_final is not None:
-            return self._bp_done_future()
-        self._bp_stopping = True
-        if not self._bp_unfinished:
-            self._bp_final = ProcessorState.STOPPED
-            return self._bp_done_future()
-        self._bp_current_loop()
-        waiter = self._bp_new_future()
-        self._bp_stop_waiters.append(waiter)
-        return waiter
+        return self._bp_runtime().stop()
 
     def kill(self):
-        if self._bp_final is not None:
-            return
-        self._bp_final = ProcessorState.KILLED
-        descriptors = self._bp_cancel_all()
-        if self._bp_unfinished != len(descriptors):  # pragma: no cover - a bug if it fires
-            logger.error("%s: kill() found %d unfinished jobs, expected %d",
-                         describe(self), len(descriptors), self._bp_unfinished)
-        if descriptors:
-            logger.warning("%s killed: %d unfinished jobs cancelled", describe(self), len(descriptors))
-            self._bp_add_ready([Handle(d, self._bp_cancelled_future()) for d in descriptors])
-        self._bp_unfinished = 0
-        self._bp_wake_stop_waiters()
+        self._bp_runtime().kill()
 
-    # -- helpers for subclasses -----------------------------------------------------
 
-    def _bp_add_ready(self, handles):
-        """Hand back ``handles`` of jobs that ended (they were counted as unfinished)."""
-        ready = self._bp_ready
-        was_empty = not ready
-        ready.extend(handles)
-        if self._bp_final is None:
-            self._bp_unfinished -= len(handles)
-            if self._bp_stopping and not self._bp_unfinished:
-                self._bp_stopped()
-        if was_empty and ready:
-            self._bp_notify()
+def check_name(cls, name):
+    """Refuse a ``name=`` that is not a string (or ``None``)."""
+    if name is not None and not isinstance(name, six.string_types):
+        raise TypeError("%s(name=%s): a processor's name is a string, or None for the "
+                        "class name" % (cls.__name__, safe_repr(name)))
 
-    def _bp_notify(self):
-        """The ready list has just become non-empty: tell the runner and the waiters."""
-        listener = self._bp_listener
-        if listener is not None:
-            listener()
-        if self._bp_waiters:
-            self._bp_wake_waiters()
 
-    def _bp_wake_waiters(self):
-        waiters, self._bp_waiters = self._bp_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+def safe_repr(obj, limit=200):
+    # type: (Any, int) -> str
+    """``repr(obj)`` for messages: never raises, and at most about ``limit`` characters.
 
-    def _bp_stopped(self):
-        self._bp_final = ProcessorState.STOPPED
-        self._bp_wake_stop_waiters()
-
-    def _bp_wake_stop_waiters(self):
-        waiters, self._bp_stop_waiters = self._bp_stop_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        if self._bp_waiters and not self._bp_unfinished:
-            self._bp_wake_waiters()  # nothing in flight any more
-
-    def _bp_done_future(self):
-        loop = self._bp_loop
-        if (loop is None or loop.is_closed()) and compat.running_loop() is None:
-            return compat.done_outside_loop()  # nothing to bind to
-        self._bp_current_loop()
-        future = self._bp_new_future()
-        future.set_result(None)
-        return future
-
-    def _bp_cancelled_future(self):
-        future = self._bp_new_future()
-        future.cancel()
-        return future
-
-    def _bp_failed_future(self, exc, source=None):
-        """A future failed with ``exc`` (and the traceback of the future ``source``)."""
-        future = self._bp_new_future()
-        compat.fail(future, exc, source)
-        compat.exception_of(future)  # the handle reports it; asyncio must not log it as lost
-        return future
-
-    def _bp_run_coroutine(self, method, argument):
-        """Start the coroutine ``method(argument)``; return its future.
-
-        A method that raises, or returns no coroutine, gives a failed future: the
-        job's handle reports it and the run goes on.
-        """
+    User objects (descriptors, results, exceptions, converters) may have a ``repr``
+    that raises or that is huge; a message about them must still be made.
+    """
+    try:
+        text = repr(obj)
+        if not isinstance(text, str):
+            text = str(text)
+    except Exception as exc:
         try:
-            job = method(argument)
-            if type(job) is _CoroutineType:
-                return self._bp_loop.create_task(job)
-        except compat.CancelledError:
-            raise
-        except Exception as exc:
-            return self._bp_failed_future(exc)
-        try:
-            return compat.as_future(job, self._bp_loop)
-        except TypeError:
-            return self._bp_failed_future(TypeError(
-                "%s.%s() returned %r; it must return a coroutine (write it as `async def`, "
-                "or decorate it with batch_processor.compat.coroutine)"
-                % (describe(self), method.__name__, job)))
-
-    def _bp_result_future(self, result):
-        future = self._bp_new_future()
-        future.set_result(result)
-        return future
-
-    # -- hooks ----------------------------------------------------------------------
-
-    @abc.abstractmethod
-    def _bp_start(self, descriptors):
-        """Start or queue one job per descriptor of the list ``descriptors``."""
-
-    @abc.abstractmethod
-    def _bp_cancel_all(self):
-        """Stop all unfinished work; return its descriptors in feed order."""
+            kind = type(obj).__name__
+        except Exception:  # pragma: no cover - a type without a name
+            kind = "object"
+        text = "<%s object (its repr raised %s)>" % (kind, type(exc).__name__)
+    if len(text) > limit:
+        text = text[:limit - 15] + "...(%d chars)" % len(text)
+    return text
 
 
-def _future_factory(loop):
-    """A function of no argument that returns a new pending future of ``loop``."""
-    create = getattr(loop, "create_future", None)
-    if create is not None:
-        return create
-    return lambda: compat.new_future(loop)
+def safe_str(exc):
+    # type: (BaseException) -> str
+    """``"Type: message"`` of an exception, for messages: never raises."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "(its str() raised)"
+    try:
+        kind = type(exc).__name__
+    except Exception:  # pragma: no cover
+        kind = "exception"
+    return "%s: %s" % (kind, text) if text else kind
 
 
 def as_descriptor_list(descriptors, processor):

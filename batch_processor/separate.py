@@ -16,9 +16,11 @@ import numbers
 
 import attr
 
-from ._synchronous import SynchronousMixin
+from ._runtime import Runtime
+from ._synchronous import ExecutorRuntime, SynchronousMixin
 from .compat import CancelledError, From, Return, asyncio, coroutine, exception_of
-from .interface import BaseBatchProcessor, Handle, JobTimeoutError, describe
+from .interface import (
+    BaseBatchProcessor, Handle, JobTimeoutError, check_name, describe, safe_repr)
 
 __all__ = ["RetryPolicy", "SeparateBatchProcessor", "SeparateBatchProcessorSynchronous"]
 
@@ -70,7 +72,8 @@ class RetryPolicy(object):
         return self.backoff * 2 ** (attempt - 1)
 
 
-def _check_options(cls, max_parallel_jobs, job_timeout, retry):
+def _check_options(cls, max_parallel_jobs, job_timeout, retry, processor_name):
+    check_name(cls, processor_name)
     name = cls.__name__
     if max_parallel_jobs is not None and (
             not isinstance(max_parallel_jobs, numbers.Integral) or isinstance(max_parallel_jobs, bool)
@@ -91,119 +94,122 @@ class _SeparateBase(BaseBatchProcessor):
     job_timeout = None
     retry = None
 
-    def __init__(self, max_parallel_jobs=None, job_timeout=None, retry=None):
-        _check_options(type(self), max_parallel_jobs, job_timeout, retry)
+    def __init__(self, max_parallel_jobs=None, job_timeout=None, retry=None, name=None):
+        _check_options(type(self), max_parallel_jobs, job_timeout, retry, name)
         self.max_parallel_jobs = max_parallel_jobs
         self.job_timeout = job_timeout
         self.retry = retry
+        self.name = name
 
-    def _bp_reset(self):
-        self._bp_queue = collections.deque()  # fed, waiting for a free slot
-        self._bp_running = {}  # the job's future -> its descriptor
+
+class SeparateRuntime(Runtime):
+    """The engine of a Separate processor: one job per descriptor.
+
+    How a job starts is chosen once, when the runtime is made, from the
+    processor's options: at once (no cap, no time limit, no retry: the hot path),
+    queued for a free slot (``max_parallel_jobs``), or as a task that runs
+    attempts (``job_timeout`` or ``retry``). ``running`` maps the future of each
+    started job (its attempt's, or its attempts' task) to its descriptor; ``queue``
+    holds the fed jobs waiting for a slot.
+    """
+
+    def __init__(self, processor):
+        Runtime.__init__(self, processor)
+        self.reset()
+        guarded = processor.job_timeout is not None or processor.retry is not None
+        self.cap = processor.max_parallel_jobs
+        self.launch = self.launch_attempts if guarded else self.launch_one
+        if self.cap is None:
+            self.start = self.start_all
+
+    def reset(self):
+        self.queue = collections.deque()
+        self.running = {}
 
     # -- starting jobs ------------------------------------------------------------
 
-    def _bp_start(self, descriptors):
-        if self.max_parallel_jobs is None and self.job_timeout is None and self.retry is None:
-            # The hot path: one attempt per job, started at once.
-            if logger.isEnabledFor(_DEBUG):
-                for descriptor in descriptors:
-                    logger.debug("%s: job %r starts", describe(self), descriptor)
-            attempt, running, done = self._bp_attempt, self._bp_running, self._bp_job_done
-            for descriptor in descriptors:
-                future = attempt(descriptor)
-                running[future] = descriptor
-                future.add_done_callback(done)
-        else:
-            self._bp_queue.extend(descriptors)
-            self._bp_fill()
+    def start_all(self, descriptors):
+        launch = self.launch
+        for descriptor in descriptors:
+            launch(descriptor)
 
-    def _bp_fill(self):
-        queue, running = self._bp_queue, self._bp_running
-        cap = self.max_parallel_jobs
-        plain = self.job_timeout is None and self.retry is None
-        while queue and (cap is None or len(running) < cap):
-            descriptor = queue.popleft()
-            if plain:
-                self._bp_launch(descriptor)
-            else:
-                if logger.isEnabledFor(_DEBUG):
-                    logger.debug("%s: job %r starts", describe(self), descriptor)
-                task = self._bp_loop.create_task(self._bp_attempts(descriptor))
-                running[task] = descriptor
-                task.add_done_callback(self._bp_attempts_done)
+    def start(self, descriptors):
+        self.queue.extend(descriptors)
+        self.fill()
 
-    def _bp_launch(self, descriptor):
+    def fill(self):
+        queue, running, cap, launch = self.queue, self.running, self.cap, self.launch
+        while queue and len(running) < cap:
+            launch(queue.popleft())
+
+    def launch_one(self, descriptor):
         if logger.isEnabledFor(_DEBUG):
-            logger.debug("%s: job %r starts", describe(self), descriptor)
-        future = self._bp_attempt(descriptor)
-        self._bp_running[future] = descriptor
-        future.add_done_callback(self._bp_job_done)
+            logger.debug("%s: job %s starts", describe(self.processor), safe_repr(descriptor))
+        future = self.attempt(descriptor)
+        self.running[future] = descriptor
+        future.add_done_callback(self.job_done)
 
-    def _bp_job_done(self, future):
-        descriptor = self._bp_running.pop(future, _NOTHING)
-        try:
-            exception_of(future)  # retrieved: the handle carries it
-        except CancelledError:
-            pass
-        if descriptor is _NOTHING:
-            return  # killed: its handle was made then
+    def launch_attempts(self, descriptor):
         if logger.isEnabledFor(_DEBUG):
-            _log_end(self, descriptor, future)
-        ready = self._bp_ready
-        ready.append(Handle(descriptor, future))
-        self._bp_unfinished -= 1
-        if self._bp_queue:
-            self._bp_fill()
-        if len(ready) == 1:
-            self._bp_notify()
-        if self._bp_stopping and not self._bp_unfinished:
-            self._bp_stopped()
+            logger.debug("%s: job %s starts", describe(self.processor), safe_repr(descriptor))
+        task = self.loop.create_task(self.attempts(descriptor))
+        self.running[task] = descriptor
+        task.add_done_callback(self.attempts_done)
 
-    def _bp_attempts_done(self, task):
-        descriptor = self._bp_running.pop(task, _NOTHING)
+    def job_done(self, future):
+        self.finish(future, future)
+
+    def attempts_done(self, task):
         outcome = task
         if not task.cancelled() and task.exception() is None:
             outcome = task.result()  # the last attempt's future
+        self.finish(task, outcome)
+
+    def finish(self, future, outcome):
+        """The job of ``future`` ended with the done future ``outcome``."""
+        descriptor = self.running.pop(future, _NOTHING)
+        if not outcome.cancelled():
+            exception_of(outcome)  # retrieved: the handle carries it
         if descriptor is _NOTHING:
-            return
+            return  # killed: its handle was made then
         if logger.isEnabledFor(_DEBUG):
-            _log_end(self, descriptor, outcome)
-        self._bp_add_ready([Handle(descriptor, outcome)])
-        if self._bp_queue:
-            self._bp_fill()
+            _log_end(self.processor, descriptor, outcome)
+        self.end([Handle(descriptor, outcome)])
+        if self.queue:
+            self.fill()
 
     # -- one attempt, and many -------------------------------------------------------
 
-    @abc.abstractmethod
-    def _bp_attempt(self, descriptor):
+    def attempt(self, descriptor):  # pragma: no cover - each form implements it
         """Start one attempt of a job; return its future (done if it could not start)."""
+        raise NotImplementedError
 
-    def _bp_cancel_attempt(self, future):
+    def cancel_attempt(self, future):
         future.cancel()
 
     @coroutine
-    def _bp_attempts(self, descriptor):
+    def attempts(self, descriptor):
         """Run attempts until one succeeds or the retry policy gives up.
 
         Returns the last attempt's (done) future, so the handle carries its outcome
         exactly; its exception is never raised here, so a ``SystemExit`` from a
         worker thread cannot stop the loop.
         """
-        policy, timeout = self.retry, self.job_timeout
-        loop = self._bp_loop
+        processor = self.processor
+        policy, timeout = processor.retry, processor.job_timeout
+        loop = self.loop
         attempt = 0
         while True:
             attempt += 1
-            future = self._bp_attempt(descriptor)
+            future = self.attempt(descriptor)
             timer, expired = None, []
             if timeout is not None and not future.done():
-                timer = loop.call_later(timeout, self._bp_expire, future, expired)
+                timer = loop.call_later(timeout, self.expire, future, expired)
             try:
-                yield From(_settled(future, self._bp_new_future()))
+                yield From(_settled(future, self.new_future()))
             except CancelledError:
                 if not future.done():
-                    self._bp_cancel_attempt(future)
+                    self.cancel_attempt(future)
                 elif not future.cancelled():
                     exception_of(future)  # ended as we were killed: nobody else will look
                 raise
@@ -213,32 +219,33 @@ class _SeparateBase(BaseBatchProcessor):
             if future.cancelled():
                 if not expired:
                     raise Return(future)  # cancelled by someone else: not retried
-                future = self._bp_failed_future(JobTimeoutError(
-                    "%s: attempt %d of the job %r ran longer than job_timeout=%s s"
-                    % (describe(self), attempt, descriptor, timeout)))
+                future = self.failed_future(JobTimeoutError(
+                    "%s: attempt %d of the job %s ran longer than job_timeout=%s s"
+                    % (describe(processor), attempt, safe_repr(descriptor), timeout)))
             exc = exception_of(future)
             if (exc is None or policy is None or attempt >= policy.attempts
                     or not isinstance(exc, policy.retry_on)):
                 raise Return(future)
             delay = policy.delay(attempt)
-            logger.warning("%s: attempt %d of %d of the job %r failed (%r); retrying in %s s",
-                           describe(self), attempt, policy.attempts, descriptor, exc, delay)
+            logger.warning("%s: attempt %d of %d of the job %s failed (%s); retrying in %s s",
+                           describe(processor), attempt, policy.attempts, safe_repr(descriptor),
+                           safe_repr(exc), delay)
             if delay > 0:
                 yield From(asyncio.sleep(delay))
 
-    def _bp_expire(self, future, expired):
+    def expire(self, future, expired):
         logger.warning("%s: an attempt ran longer than job_timeout=%s s and is cancelled",
-                       describe(self), self.job_timeout)
+                       describe(self.processor), self.processor.job_timeout)
         expired.append(True)
-        self._bp_cancel_attempt(future)
+        self.cancel_attempt(future)
 
-    def _bp_cancel_all(self):
-        running, self._bp_running = self._bp_running, {}
+    def cancel_all(self):
+        running, self.running = self.running, {}
         for future in running:
-            self._bp_cancel_attempt(future)
+            self.cancel_attempt(future)
         descriptors = list(running.values())
-        descriptors.extend(self._bp_queue)
-        self._bp_queue.clear()
+        descriptors.extend(self.queue)
+        self.queue.clear()
         return descriptors
 
 
@@ -246,10 +253,10 @@ def _log_end(processor, descriptor, future):
     if future.cancelled():
         outcome = "is cancelled"
     elif exception_of(future) is not None:
-        outcome = "failed: %r" % (exception_of(future),)
+        outcome = "failed: %s" % (safe_repr(exception_of(future)),)
     else:
         outcome = "succeeded"
-    logger.debug("%s: job %r %s", describe(processor), descriptor, outcome)
+    logger.debug("%s: job %s %s", describe(processor), safe_repr(descriptor), outcome)
 
 
 def _settled(future, waiter):
@@ -261,6 +268,11 @@ def _settled(future, waiter):
     return waiter
 
 
+class _CoroutineRuntime(SeparateRuntime):
+    def attempt(self, descriptor):
+        return self.run_coroutine(self.processor._run_one_job, descriptor)
+
+
 class SeparateBatchProcessor(_SeparateBase):
     """Runs the coroutine ``_run_one_job(descriptor)`` for each descriptor.
 
@@ -270,14 +282,27 @@ class SeparateBatchProcessor(_SeparateBase):
         job_timeout: seconds per attempt; a longer attempt is cancelled and fails
             with `JobTimeoutError`.
         retry: a `RetryPolicy`, or ``None`` for one attempt.
+        name: what messages, logs, progress and pictures call the processor
+            (``None``: its class name).
     """
+
+    _runtime_class = _CoroutineRuntime
+
+    # -- the hook a subclass implements --------------------------------------------
 
     @abc.abstractmethod
     def _run_one_job(self, job_descriptor):
         """Return a coroutine (native, or trollius-style via ``compat.coroutine``) that runs one job."""
 
-    def _bp_attempt(self, descriptor):
-        return self._bp_run_coroutine(self._run_one_job, descriptor)
+
+class _ThreadRuntime(ExecutorRuntime, SeparateRuntime):
+    method_name = "_run_one_job_synchronous"
+
+    def attempt(self, descriptor):
+        return self.submit(self.processor._executor, descriptor)
+
+    def cancel_attempt(self, future):
+        self.cancel_executor_future(future)
 
 
 class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
@@ -288,16 +313,14 @@ class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
     that is set and the standard library's default number otherwise.
     """
 
+    _runtime_class = _ThreadRuntime
+
     @property
-    def _bp_default_workers(self):
+    def _default_workers(self):
         return self.max_parallel_jobs
+
+    # -- the hooks a subclass implements or overrides ----------------------------------
 
     @abc.abstractmethod
     def _run_one_job_synchronous(self, job_descriptor):
         """Run one job and return its result (called in an executor's worker)."""
-
-    def _bp_attempt(self, descriptor):
-        return self._bp_submit(self._executor, "_run_one_job_synchronous", descriptor)
-
-    def _bp_cancel_attempt(self, future):
-        self._bp_cancel_executor_future(future)

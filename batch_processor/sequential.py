@@ -15,9 +15,10 @@ import collections
 import logging
 import numbers
 
-from ._synchronous import SynchronousMixin
+from ._runtime import Runtime
+from ._synchronous import ExecutorRuntime, SynchronousMixin
 from .compat import exception_of
-from .interface import BaseBatchProcessor, Handle, describe
+from .interface import BaseBatchProcessor, Handle, check_name, describe, safe_repr
 
 __all__ = ["SequentialBatchProcessor", "SequentialBatchProcessorSynchronous"]
 
@@ -29,97 +30,117 @@ class _SequentialBase(BaseBatchProcessor):
 
     max_batch_size = None
 
-    def __init__(self, max_batch_size=None):
+    def __init__(self, max_batch_size=None, name=None):
+        check_name(type(self), name)
         if max_batch_size is not None and (
                 not isinstance(max_batch_size, numbers.Integral) or isinstance(max_batch_size, bool)
                 or max_batch_size < 1):
             raise ValueError("%s(max_batch_size=%r): give None (all queued) or an integer >= 1"
                              % (type(self).__name__, max_batch_size))
         self.max_batch_size = max_batch_size
+        self.name = name
 
-    def _bp_reset(self):
-        self._bp_queue = collections.deque()
-        self._bp_batch = None  # the descriptors of the running batch
-        self._bp_batch_future = None
-        self._bp_start_scheduled = False
 
-    def _bp_start(self, descriptors):
-        self._bp_queue.extend(descriptors)
-        if self._bp_batch is None and not self._bp_start_scheduled:
-            # Wait for the end of this turn of the loop, so that every feed made in
-            # it joins the batch.
-            self._bp_start_scheduled = True
-            self._bp_loop.call_soon(self._bp_next_batch)
+class SequentialRuntime(Runtime):
+    """The engine of a Sequential processor: one batch at a time.
 
-    def _bp_next_batch(self):
-        self._bp_start_scheduled = False
-        queue = self._bp_queue
-        if self._bp_batch is not None or not queue:
+    ``queue`` holds the fed descriptors not yet in a batch; ``batch`` is the running
+    batch's descriptors and ``batch_future`` its future (both ``None`` while the
+    worker is free). A batch starts at the end of the loop's turn in which the
+    worker became free or the first descriptor was queued, so that the feeds of
+    one turn join one batch.
+    """
+
+    def __init__(self, processor):
+        Runtime.__init__(self, processor)
+        self.reset()
+
+    def reset(self):
+        self.queue = collections.deque()
+        self.batch = None
+        self.batch_future = None
+        self.start_scheduled = False
+
+    def start(self, descriptors):
+        self.queue.extend(descriptors)
+        if self.batch is None and not self.start_scheduled:
+            self.start_scheduled = True
+            self.loop.call_soon(self.next_batch)
+
+    def next_batch(self):
+        self.start_scheduled = False
+        queue = self.queue
+        if self.batch is not None or not queue:
             return
-        size = self.max_batch_size
+        size = self.processor.max_batch_size
         if size is None or size >= len(queue):
             batch = list(queue)
             queue.clear()
         else:
             popleft = queue.popleft
             batch = [popleft() for _ in range(size)]
-        self._bp_batch = batch
-        logger.debug("%s: a batch of %d descriptors starts", describe(self), len(batch))
-        future = self._bp_batch_future = self._bp_launch_batch(batch)
-        future.add_done_callback(self._bp_batch_done)
+        self.batch = batch
+        logger.debug("%s: a batch of %d descriptors starts", describe(self.processor), len(batch))
+        future = self.batch_future = self.launch_batch(batch)
+        future.add_done_callback(self.batch_done)
 
-    def _bp_batch_done(self, future):
-        if future is not self._bp_batch_future:
+    def batch_done(self, future):
+        if future is not self.batch_future:
             if not future.cancelled():
                 exception_of(future)
             return  # killed: the handles were made then
-        batch = self._bp_batch
-        self._bp_batch = self._bp_batch_future = None
+        batch = self.batch
+        self.batch = self.batch_future = None
         if future.cancelled():
-            handles = [Handle(d, self._bp_cancelled_future()) for d in batch]
+            handles = [Handle(d, self.cancelled_future()) for d in batch]
         else:
             exc = exception_of(future)
             results = None
             if exc is None:
                 results = future.result()
-                exc = self._bp_check_results(batch, results)
+                exc = self.check_results(batch, results)
             if exc is None:
-                make = self._bp_result_future
+                make = self.result_future
                 handles = [Handle(d, make(r)) for d, r in zip(batch, results)]
             else:
-                handles = [Handle(d, self._bp_failed_future(exc, future)) for d in batch]
-        logger.debug("%s: a batch of %d descriptors ended", describe(self), len(batch))
-        self._bp_add_ready(handles)
-        if self._bp_queue:
-            self._bp_next_batch()
+                handles = [Handle(d, self.failed_future(exc, future)) for d in batch]
+        logger.debug("%s: a batch of %d descriptors ended", describe(self.processor), len(batch))
+        self.end(handles)
+        if self.queue:
+            self.next_batch()
 
-    def _bp_check_results(self, batch, results):
+    def check_results(self, batch, results):
         if not isinstance(results, (list, tuple)):
             return TypeError(
-                "%s: the batch function returned %r for a batch of %d descriptors; it must "
+                "%s: the batch function returned %s for a batch of %d descriptors; it must "
                 "return a list with one result per descriptor, in order"
-                % (describe(self), results, len(batch)))
+                % (describe(self.processor), safe_repr(results), len(batch)))
         if len(results) != len(batch):
             return ValueError(
                 "%s: the batch function returned %d results for a batch of %d descriptors; "
                 "it must return exactly one result per descriptor, in order"
-                % (describe(self), len(results), len(batch)))
+                % (describe(self.processor), len(results), len(batch)))
         return None
 
-    @abc.abstractmethod
-    def _bp_launch_batch(self, batch):
+    def launch_batch(self, batch):  # pragma: no cover - each form implements it
         """Start running ``batch``; return its future (done if it could not start)."""
+        raise NotImplementedError
 
-    def _bp_cancel_all(self):
+    def cancel_all(self):
         descriptors = []
-        if self._bp_batch is not None:
-            descriptors.extend(self._bp_batch)
-            future = self._bp_batch_future
-            self._bp_batch = self._bp_batch_future = None
+        if self.batch is not None:
+            descriptors.extend(self.batch)
+            future = self.batch_future
+            self.batch = self.batch_future = None
             future.cancel()
-        descriptors.extend(self._bp_queue)
-        self._bp_queue.clear()
+        descriptors.extend(self.queue)
+        self.queue.clear()
         return descriptors
+
+
+class _CoroutineRuntime(SequentialRuntime):
+    def launch_batch(self, batch):
+        return self.run_coroutine(self.processor._run_batch, list(batch))
 
 
 class SequentialBatchProcessor(_SequentialBase):
@@ -127,14 +148,24 @@ class SequentialBatchProcessor(_SequentialBase):
 
     Args:
         max_batch_size: the largest batch (``None``: every queued descriptor).
+        name: what messages, logs, progress and pictures call the processor
+            (``None``: its class name).
     """
+
+    _runtime_class = _CoroutineRuntime
+
+    # -- the hook a subclass implements --------------------------------------------
 
     @abc.abstractmethod
     def _run_batch(self, job_descriptors):
         """Return a coroutine that runs a batch and returns a list of results, one per descriptor."""
 
-    def _bp_launch_batch(self, batch):
-        return self._bp_run_coroutine(self._run_batch, list(batch))
+
+class _ThreadRuntime(ExecutorRuntime, SequentialRuntime):
+    method_name = "_run_batch_synchronous"
+
+    def launch_batch(self, batch):
+        return self.submit(self.processor._executor, list(batch))
 
 
 class SequentialBatchProcessorSynchronous(SynchronousMixin, _SequentialBase):
@@ -144,11 +175,11 @@ class SequentialBatchProcessorSynchronous(SynchronousMixin, _SequentialBase):
     a daemon thread) owned by the processor.
     """
 
-    _bp_default_workers = 1
+    _runtime_class = _ThreadRuntime
+    _default_workers = 1
+
+    # -- the hooks a subclass implements or overrides ----------------------------------
 
     @abc.abstractmethod
     def _run_batch_synchronous(self, job_descriptors):
         """Run a batch and return a list of results, one per descriptor, in order."""
-
-    def _bp_launch_batch(self, batch):
-        return self._bp_submit(self._executor, "_run_batch_synchronous", list(batch))
