@@ -61,7 +61,6 @@ from helpers import (
     dec,
     descriptors_of,
     identity,
-    make_process_pool,
     outcome,
     results_of,
     run_script,
@@ -515,13 +514,6 @@ def test_cancelling_an_async_run_kills_its_processors(loop):
 
 # -- process pools -------------------------------------------------------------------
 
-@pytest.fixture
-def process_pool():
-    pool = make_process_pool(2)
-    yield pool
-    pool.shutdown(wait=True)
-
-
 def test_separate_processor_in_a_process_pool(process_pool):
     processor = ProcessPoolSquare(process_pool)
     source = Separate(fn=identity)
@@ -740,16 +732,6 @@ def test_sync_runners_refuse_to_run_inside_a_running_loop(loop):
     for expected, message in messages:
         assert "_async" in message and expected in message
     assert processor.seen == [] and processor.state is ProcessorState.IDLE
-
-
-@pytest.fixture
-def restore_current_loop():
-    """Put the thread's current event loop back as it was (the test changes it)."""
-    local = getattr(asyncio.get_event_loop_policy(), "_local", None)
-    saved = (getattr(local, "_loop", None), getattr(local, "_set_called", False))
-    yield
-    if local is not None:
-        local._loop, local._set_called = saved
 
 
 @pytest.mark.usefixtures("restore_current_loop")
