@@ -1,8 +1,15 @@
 """Shared pytest configuration of the ``batch_processor`` tests.
 
 * On Python 2 the Python-3-only test modules (``test_py3_*.py``) are not collected.
-* ``loop``: a fresh event loop in debug mode for tests that drive processors by
-  hand; it fails the test if one of its tasks is left pending.
+* ``loop_factory``: each kind of event loop the suite runs on in turn - ``default``,
+  ``uvloop`` (where it is installed, Python 3 only) and ``eager`` (the default loop with
+  ``asyncio.eager_task_factory``, Python 3.12+); a kind that is not available is skipped.
+  Tests of the synchronous runners pass it as ``loop_factory=``.
+* ``loop``: a fresh event loop made by ``loop_factory``, in debug mode and current, for
+  tests that drive processors by hand; a task of it left pending fails the test.
+* ``gates`` (a `helpers.Gates` on ``loop``), ``process_pool``, ``restore_current_loop``
+  and ``default_sigint``. The fixtures live here only; test modules parametrize their
+  processor kinds with plain ``pytest.mark.parametrize`` marks.
 * Every test fails if asyncio (trollius on 2.7) logged an error while it ran, such
   as "Task was destroyed but it is pending" or "exception was never retrieved";
   mark a test ``allow_asyncio_errors`` when it means to provoke one.
