@@ -1,18 +1,31 @@
 """Processors and tools shared by the tests of ``batch_processor``.
 
 The processors here are small and observable: they record what they ran, and the
-ones meant to be interrupted block on a `threading.Event` (`Blocker`) or on a future
-of the loop (`Gated`) until the test releases them, so that tests order events
-without sleeping. Every processor that pickling may reach (process pools) is
-defined at module level.
+ones meant to be interrupted block on a `threading.Event` (`Blocker`), on a future
+of the loop (`Gated`) or behind the gates of a `Gates` (`GatedSeparate`,
+`GatedSeparateSync`, `GatedSequential`, `GatedSequentialSync`) until the test
+releases them, so that tests order events without sleeping. Every processor that
+pickling may reach (process pools) is defined at module level.
+
+* `run`, `collect`, `collect_some`, `flatten`, `outcome`: drive a processor by hand
+  and read its handles.
+* `RecordingExecutor`, `OwnExecutor` and `callbacks_ran`: jobs in threads whose
+  executor futures the test can wait on.
+* `ErrorRecords`: a logging handler that keeps ERROR records.
+
+The fixtures (``loop``, ``loop_factory``, ``gates``, the ``kind`` parameters) live in
+``conftest.py``. Python 2.7 imports this module: trollius-style coroutines only.
 """
 from __future__ import absolute_import, division, print_function
 
+import itertools
+import logging
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+from concurrent.futures import Executor
 
 from batch_processor import (
     SeparateBatchProcessor,
@@ -21,11 +34,11 @@ from batch_processor import (
     SequentialBatchProcessorSynchronous,
     UnsafeThreadPoolExecutor,
 )
-from batch_processor.compat import From, Return, asyncio, coroutine
+from batch_processor.compat import CancelledError, From, Return, asyncio, coroutine
 
+PY2 = sys.version_info[0] == 2
 TIMEOUT = 30  # seconds; only a safety net against hangs, never a measurement
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 # -- plain functions for the processors below --------------------------------------
 
@@ -351,3 +364,350 @@ def run_script(source=None, path=None):
     finally:
         timer.cancel()
     return process.returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
+
+
+# -- driving processors by hand on a loop -------------------------------------------
+
+def new_future(loop):
+    """A pending future of ``loop`` (trollius has no ``loop.create_future()``)."""
+    if PY2:
+        return asyncio.Future(loop=loop)
+    return loop.create_future()
+
+
+def run(loop, coro):
+    """Run ``coro`` on ``loop`` to its end and return its value (`TIMEOUT` as a safety net)."""
+    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+
+
+@coroutine
+def collect(processor):
+    """Drive ``processor`` until nothing is in flight; return each non-empty get_ready()."""
+    rounds = []
+    while processor.in_flight:
+        yield From(processor.wait_ready())
+        ready = processor.get_ready()
+        if ready:
+            rounds.append(ready)
+    raise Return(rounds)
+
+
+def flatten(rounds):
+    return [handle for ready in rounds for handle in ready]
+
+
+# -- gated jobs ------------------------------------------------------------------------
+
+GATES = {}  # key -> Gates; processors keep the key only, so that they pickle
+PROCESS_POOLS = []  # the ``process_pool`` of the running test, out of pickled processors' state
+_KEYS = itertools.count()
+
+
+class Gates(object):
+    """Jobs that wait until the test opens their gate, and a record of what they did.
+
+    A gate has a key (a Separate job's descriptor, a Sequential batch's first
+    descriptor). Coroutine jobs wait on a future of the loop, thread jobs on a
+    `threading.Event`. `wait_started` returns a loop future, resolved from any
+    thread when enough jobs have started.
+    """
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.key = "gates-%d" % next(_KEYS)
+        self.lock = threading.Lock()
+        self.started = []
+        self.finished = []
+        self.cancelled = []
+        self.ended = []  # every started key whose job has ended, however it ended
+        self.batches = []
+        self.threads = []
+        self.running = 0
+        self.max_running = 0
+        self._all_open = False
+        self._opened = set()
+        self._events = {}
+        self._futures = {}
+        self._start_waiters = []
+        self._end_waiters = []
+        GATES[self.key] = self
+
+    # -- the test's side (loop thread) --
+
+    def open(self, *keys):
+        with self.lock:
+            self._opened.update(keys)
+            events = [self._event(key) for key in keys]
+        for event in events:
+            event.set()
+        for key in keys:
+            future = self._futures.get(key)
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def open_all(self):
+        with self.lock:
+            self._all_open = True
+            events = list(self._events.values())
+        for event in events:
+            event.set()
+        for future in self._futures.values():
+            if not future.done():
+                future.set_result(None)
+
+    def wait_started(self, count):
+        """A loop future, resolved when ``count`` keys have started."""
+        future = new_future(self.loop)
+        self._start_waiters.append((count, future))
+        self._wake()
+        return future
+
+    def wait_ended(self, count):
+        """A loop future, resolved when the jobs of ``count`` keys have ended (returned,
+        failed or been cancelled: their thread or coroutine is done with the gate)."""
+        future = new_future(self.loop)
+        self._end_waiters.append((count, future))
+        self._wake()
+        return future
+
+    def _wake(self):
+        with self.lock:
+            started, ended = len(self.started), len(self.ended)
+        self._start_waiters = self._resolve(self._start_waiters, started)
+        self._end_waiters = self._resolve(self._end_waiters, ended)
+
+    @staticmethod
+    def _resolve(waiters, reached):
+        waiting = []
+        for count, future in waiters:
+            if future.done():
+                continue
+            if reached >= count:
+                future.set_result(None)
+            else:
+                waiting.append((count, future))
+        return waiting
+
+    # -- the jobs' side --
+
+    def _event(self, key):  # with self.lock held
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = threading.Event()
+            if self._all_open or key in self._opened:
+                event.set()
+        return event
+
+    def _future(self, key):  # loop thread
+        future = self._futures.get(key)
+        if future is None or future.cancelled():
+            future = self._futures[key] = new_future(self.loop)
+            if self._all_open or key in self._opened:
+                future.set_result(None)
+        return future
+
+    def _enter(self, keys, batch):
+        with self.lock:
+            if batch:
+                self.batches.append(list(keys))
+            self.started.extend(keys)
+            self.threads.append(threading.current_thread())
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        try:
+            self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits any more
+
+    def _leave(self, keys, ok):
+        with self.lock:
+            self.running -= 1
+            self.ended.extend(keys)
+            if ok:
+                self.finished.extend(keys)
+        try:
+            self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits any more
+
+    @coroutine
+    def coroutine_job(self, keys, gate, result, batch=False):
+        self._enter(keys, batch)
+        ok = False
+        try:
+            yield From(self._future(gate))
+            ok = True
+        except CancelledError:
+            with self.lock:
+                self.cancelled.extend(keys)
+            raise
+        finally:
+            self._leave(keys, ok)
+        raise Return(result)
+
+    def thread_job(self, keys, gate, result, batch=False):
+        self._enter(keys, batch)
+        with self.lock:
+            event = self._event(gate)
+        ok = False
+        try:
+            if not event.wait(TIMEOUT):
+                raise RuntimeError("the test never opened the gate %r" % (gate,))
+            ok = True
+        finally:
+            self._leave(keys, ok)
+        return result
+
+
+def done(descriptor):
+    return ("done", descriptor)
+
+
+@coroutine
+def collect_some(processor):
+    """Wait for one get_ready() that is not empty."""
+    rounds = []
+    while not rounds:
+        yield From(processor.wait_ready())
+        ready = processor.get_ready()
+        if ready:
+            rounds.append(ready)
+    raise Return(rounds)
+
+
+@coroutine
+def a_later_job(kind):
+    """Run one job of a new plain processor of ``kind``'s family to its end.
+
+    For checks that something did NOT happen: the job is fed after what the test did,
+    and its whole life (a start, a coroutine step or a thread of an executor, the
+    hand-back to the loop, readiness, ``wait_ready``) comes after everything the loop
+    had been asked to do before, so what would have followed the test's action has
+    happened once this returns. ``kind`` is a processor class (or instance): the later
+    job runs in the same way, on a coroutine or in a thread, Separate or Sequential.
+    """
+    if not isinstance(kind, type):
+        kind = type(kind)
+    if issubclass(kind, SeparateBatchProcessorSynchronous):
+        processor = SeparateSync()
+    elif issubclass(kind, SequentialBatchProcessorSynchronous):
+        processor = SequentialSync()
+    elif issubclass(kind, SequentialBatchProcessor):
+        processor = Sequential()
+    else:
+        processor = Separate()
+    processor.feed_new([0])
+    rounds = yield From(collect(processor))
+    assert [outcome(handle) for ready in rounds for handle in ready] == [("ok", 1)]
+
+
+class RecordingExecutor(Executor):
+    """Runs jobs in an `UnsafeThreadPoolExecutor` and keeps their futures."""
+
+    def __init__(self, max_workers):
+        self.inner = UnsafeThreadPoolExecutor(max_workers)
+        self.futures = []
+
+    def submit(self, fn, *args, **kwargs):
+        future = self.inner.submit(fn, *args, **kwargs)
+        self.futures.append(future)
+        return future
+
+    def shutdown(self, wait=True):
+        self.inner.shutdown(wait)
+
+
+@coroutine
+def callbacks_ran(loop, executor_futures):
+    """Wait until every future of ``executor_futures`` is done and its callbacks ran.
+
+    Callbacks run in the order they were added, and each one the processor added
+    hands its work to the loop with ``call_soon_threadsafe``: a callback added now,
+    which does the same, is served after it.
+    """
+    for executor_future in executor_futures:
+        marker = new_future(loop)
+
+        def mark(_, marker=marker):
+            loop.call_soon_threadsafe(lambda: marker.done() or marker.set_result(None))
+        executor_future.add_done_callback(mark)
+        yield From(marker)
+
+
+class OwnExecutor(object):
+    """A mixin: the processor runs its jobs in ``self.executor``, which the test sets."""
+
+    executor = None
+
+    @property
+    def _executor(self):
+        return self.executor
+
+
+class ErrorRecords(logging.Handler):
+    """Keeps the ERROR (and worse) records of the loggers it is added to."""
+
+    def __init__(self):
+        logging.Handler.__init__(self, logging.ERROR)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+# -- gated processors ------------------------------------------------------------------
+
+class GatedSeparate(SeparateBatchProcessor):
+    """Each job waits for the gate of its descriptor, then returns ``done(descriptor)``."""
+
+    def __init__(self, gates, **options):
+        super(GatedSeparate, self).__init__(**options)
+        self.gates_key = gates.key
+
+    def _run_one_job(self, job_descriptor):
+        return GATES[self.gates_key].coroutine_job(
+            [job_descriptor], job_descriptor, done(job_descriptor))
+
+
+class GatedSeparateSync(SeparateBatchProcessorSynchronous):
+    """The same, in a thread of the processor's executor."""
+
+    def __init__(self, gates, **options):
+        super(GatedSeparateSync, self).__init__(**options)
+        self.gates_key = gates.key
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        return GATES[self.gates_key].thread_job(
+            [job_descriptor], job_descriptor, done(job_descriptor))
+
+
+class GatedSequential(SequentialBatchProcessor):
+    """A batch waits for the gate of its first descriptor, then returns ``done(d)`` for each."""
+
+    def __init__(self, gates, **options):
+        super(GatedSequential, self).__init__(**options)
+        self.gates_key = gates.key
+
+    def _run_batch(self, job_descriptors):
+        return GATES[self.gates_key].coroutine_job(
+            job_descriptors, job_descriptors[0], [done(d) for d in job_descriptors], batch=True)
+
+
+class GatedSequentialSync(SequentialBatchProcessorSynchronous):
+    """The same, in the processor's executor."""
+
+    def __init__(self, gates, **options):
+        super(GatedSequentialSync, self).__init__(**options)
+        self.gates_key = gates.key
+
+    def _run_batch_synchronous(self, job_descriptors):
+        return GATES[self.gates_key].thread_job(
+            job_descriptors, job_descriptors[0], [done(d) for d in job_descriptors], batch=True)
+
+
+class RecordingSeparateSync(OwnExecutor, GatedSeparateSync):
+    """`GatedSeparateSync` in the executor the test sets (a `RecordingExecutor`)."""
+
+
+class RecordingSequentialSync(OwnExecutor, GatedSequentialSync):
+    """`GatedSequentialSync` in the executor the test sets (a `RecordingExecutor`)."""

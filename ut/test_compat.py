@@ -12,17 +12,7 @@ import pytest
 from batch_processor import compat
 from batch_processor.compat import From, Return, asyncio, coroutine
 
-from scaffold import PY2, TIMEOUT, fresh_loop, new_future, run
-
-
-@pytest.fixture
-def loop():
-    """A fresh debug event loop, current for the test; a task still pending at the end fails it.
-
-    Stricter than ``scaffold.loop``: the loop gets no settling turns first.
-    """
-    for event_loop in fresh_loop(settling=False):
-        yield event_loop
+from helpers import PY2, TIMEOUT, new_future, run
 
 
 # -- the names -------------------------------------------------------------------------

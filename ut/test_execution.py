@@ -61,7 +61,6 @@ from helpers import (
     dec,
     descriptors_of,
     identity,
-    make_process_pool,
     outcome,
     results_of,
     run_script,
@@ -150,7 +149,7 @@ def test_processors_and_edges_are_readable_in_insertion_order():
 # -- data flow -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_fan_out_each_destination_gets_its_converters_output(kind):
+def test_fan_out_each_destination_gets_its_converters_output(kind, loop_factory):
     source = kind(fn=lambda x: x + 1)
     tens, hundreds, negatives = SeparateSync(identity), Sequential(identity), Separate(identity)
     graph = BatchProcessorsGraph()
@@ -161,7 +160,7 @@ def test_fan_out_each_destination_gets_its_converters_output(kind):
     graph.add_connected_processors(
         source, negatives, lambda *hs: (-h.future.result() for h in hs))
 
-    results = run_batch_processors_graph(graph, {source: [1, 2, 3]})
+    results = run_batch_processors_graph(graph, {source: [1, 2, 3]}, loop_factory=loop_factory)
 
     assert list(results) == [source, tens, hundreds, negatives]
     assert results_of(results[source]) == {1: 2, 2: 3, 3: 4}
@@ -170,14 +169,14 @@ def test_fan_out_each_destination_gets_its_converters_output(kind):
     assert results_of(results[negatives]) == {-2: -2, -3: -3, -4: -4}
 
 
-def test_fan_in_destination_gets_the_output_of_every_source():
+def test_fan_in_destination_gets_the_output_of_every_source(loop_factory):
     first, second = Separate(fn=lambda x: x * 10), SeparateSync(fn=lambda x: x * 100)
     sink = Sequential(fn=identity)
     graph = BatchProcessorsGraph()
     graph.add_connected_processors(first, sink, results_as_values)
     graph.add_connected_processors(second, sink, results_as_values)
 
-    results = run_batch_processors_graph(graph, {first: [1, 2], second: [3, 4]})
+    results = run_batch_processors_graph(graph, {first: [1, 2], second: [3, 4]}, loop_factory=loop_factory)
 
     assert descriptors_of(results[sink]) == [10, 20, 300, 400]
     assert sorted(sink.seen) == [10, 20, 300, 400]
@@ -185,12 +184,12 @@ def test_fan_in_destination_gets_the_output_of_every_source():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_self_loop_counts_every_descriptor_down_to_zero(kind):
+def test_self_loop_counts_every_descriptor_down_to_zero(kind, loop_factory):
     counter = kind(fn=dec)
     graph = BatchProcessorsGraph()
     graph.add_connected_processors(counter, counter, positive_results)
 
-    results = run_batch_processors_graph(graph, {counter: [3, 1, 2]})
+    results = run_batch_processors_graph(graph, {counter: [3, 1, 2]}, loop_factory=loop_factory)
 
     handles = results[counter]
     # 3 -> 2 -> 1 -> 0, 1 -> 0, 2 -> 1 -> 0: one handle per step.
@@ -202,13 +201,13 @@ def test_self_loop_counts_every_descriptor_down_to_zero(kind):
 
 @pytest.mark.parametrize("kinds", [(Separate, SeparateSync), (Sequential, SequentialSync),
                                    (SeparateSync, Sequential)])
-def test_two_node_cycle_counts_every_descriptor_down_to_zero(kinds):
+def test_two_node_cycle_counts_every_descriptor_down_to_zero(kinds, loop_factory):
     ping, pong = kinds[0](fn=dec), kinds[1](fn=dec)
     graph = BatchProcessorsGraph()
     graph.add_connected_processors(ping, pong, positive_results)
     graph.add_connected_processors(pong, ping, positive_results)
 
-    results = run_batch_processors_graph(graph, {ping: [4, 5]})
+    results = run_batch_processors_graph(graph, {ping: [4, 5]}, loop_factory=loop_factory)
 
     # 4 -> 3 -> 2 -> 1 -> 0 and 5 -> 4 -> 3 -> 2 -> 1 -> 0, alternating ping and pong.
     assert descriptors_of(results[ping]) == [1, 2, 3, 4, 5]
@@ -252,13 +251,13 @@ def test_converter_gets_only_done_handles_and_never_zero():
 
 # -- failures ------------------------------------------------------------------------
 
-def test_a_job_failure_stays_in_its_handle_and_the_run_goes_on():
+def test_a_job_failure_stays_in_its_handle_and_the_run_goes_on(loop_factory):
     flaky = FailOn(bad=[2, 4])
     sink = SeparateSync(fn=lambda x: x * 10)
     graph = BatchProcessorsGraph()
     graph.add_connected_processors(flaky, sink, results_as_values)
 
-    results = run_batch_processors_graph(graph, {flaky: [1, 2, 3, 4]})
+    results = run_batch_processors_graph(graph, {flaky: [1, 2, 3, 4]}, loop_factory=loop_factory)
 
     by_descriptor = dict((h.descriptor, outcome(h)) for h in results[flaky])
     assert sorted(by_descriptor) == [1, 2, 3, 4]
@@ -327,14 +326,15 @@ def exploding_converter(*handles):
     raise KeyError("boom")
 
 
-def test_a_failing_converter_kills_the_run_and_raises_converter_error():
+def test_a_failing_converter_kills_the_run_and_raises_converter_error(loop_factory):
     source, destination, bystander = Separate(), SeparateSync(), Blocker()
     graph = BatchProcessorsGraph()
     graph.add_connected_processors(source, destination, exploding_converter)
     graph.add_processor(bystander)
 
     with pytest.raises(ConverterError) as info:
-        run_batch_processors_graph(graph, {source: [1, 2, 3], bystander: [7]}, timeout=TIMEOUT)
+        run_batch_processors_graph(
+            graph, {source: [1, 2, 3], bystander: [7]}, timeout=TIMEOUT, loop_factory=loop_factory)
 
     error = info.value
     assert isinstance(error, BatchProcessorError)
@@ -396,7 +396,7 @@ def test_a_converter_returning_no_iterable_of_descriptors_raises_converter_error
 
 # -- stopping and killing in the middle of a run -------------------------------------
 
-def test_kill_from_a_converter_cancels_running_and_queued_jobs():
+def test_kill_from_a_converter_cancels_running_and_queued_jobs(loop_factory):
     blocker = Blocker(max_parallel_jobs=2)
     watcher = Call()
     seen_states = []
@@ -413,7 +413,7 @@ def test_kill_from_a_converter_cancels_running_and_queued_jobs():
 
     results = run_batch_processors_graph(
         graph, {blocker: [1, 2, 3, 4, 5], watcher: [lambda: blocker.wait_started(2)]},
-        timeout=TIMEOUT)
+        timeout=TIMEOUT, loop_factory=loop_factory)
 
     assert seen_states == [ProcessorState.KILLED]
     handles = results[blocker]
@@ -426,7 +426,7 @@ def test_kill_from_a_converter_cancels_running_and_queued_jobs():
     assert outcomes(results[watcher]) == ["ok"]
 
 
-def test_kill_from_a_job_ends_the_run():
+def test_kill_from_a_job_ends_the_run(loop_factory):
     blocker = Blocker()
     trigger = Trigger()
     graph = BatchProcessorsGraph()
@@ -439,7 +439,7 @@ def test_kill_from_a_job_ends_the_run():
 
     results = run_batch_processors_graph(
         graph, {blocker: [1, 2, 3], trigger: [(lambda: blocker.wait_started(3), kill)]},
-        timeout=TIMEOUT)
+        timeout=TIMEOUT, loop_factory=loop_factory)
 
     assert [outcome(h) for h in results[trigger]] == [("ok", ProcessorState.KILLED)]
     assert descriptors_of(results[blocker]) == [1, 2, 3]
@@ -451,7 +451,7 @@ def test_kill_from_a_job_ends_the_run():
 
 
 @pytest.mark.parametrize("via", ["converter", "job"])
-def test_stop_lets_fed_jobs_finish_and_refuses_later_descriptors(via):
+def test_stop_lets_fed_jobs_finish_and_refuses_later_descriptors(via, loop_factory):
     blocker = Blocker(max_parallel_jobs=1)  # 1 runs, 2 and 3 wait in its queue
     seen_states = []
     stop_waiters = []
@@ -480,7 +480,7 @@ def test_stop_lets_fed_jobs_finish_and_refuses_later_descriptors(via):
     graph.add_connected_processors(trigger, blocker, late_descriptors)
 
     results = run_batch_processors_graph(graph, {blocker: [1, 2, 3], trigger: [descriptor]},
-                                         timeout=TIMEOUT)
+                                         timeout=TIMEOUT, loop_factory=loop_factory)
 
     assert seen_states == [ProcessorState.STOPPING]
     assert blocker.state is ProcessorState.STOPPED
@@ -514,13 +514,6 @@ def test_cancelling_an_async_run_kills_its_processors(loop):
 
 
 # -- process pools -------------------------------------------------------------------
-
-@pytest.fixture
-def process_pool():
-    pool = make_process_pool(2)
-    yield pool
-    pool.shutdown(wait=True)
-
 
 def test_separate_processor_in_a_process_pool(process_pool):
     processor = ProcessPoolSquare(process_pool)
@@ -615,11 +608,11 @@ def test_an_empty_list_of_descriptors_ends_the_run(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_run_batch_processor_returns_one_handle_per_descriptor(kind):
+def test_run_batch_processor_returns_one_handle_per_descriptor(kind, loop_factory):
     processor = kind(fn=lambda x: x * 2)
     descriptors = [3, 1, 3, 2, 3]
 
-    handles = run_batch_processor(processor, iter(descriptors))
+    handles = run_batch_processor(processor, iter(descriptors), loop_factory=loop_factory)
 
     assert isinstance(handles, list)
     assert len(handles) == 5 and len(set(handles)) == 5
@@ -742,16 +735,6 @@ def test_sync_runners_refuse_to_run_inside_a_running_loop(loop):
     assert processor.seen == [] and processor.state is ProcessorState.IDLE
 
 
-@pytest.fixture
-def restore_current_loop():
-    """Put the thread's current event loop back as it was (the test changes it)."""
-    local = getattr(asyncio.get_event_loop_policy(), "_local", None)
-    saved = (getattr(local, "_loop", None), getattr(local, "_set_called", False))
-    yield
-    if local is not None:
-        local._loop, local._set_called = saved
-
-
 @pytest.mark.usefixtures("restore_current_loop")
 def test_sync_runner_leaves_the_callers_current_loop_as_found():
     mine = asyncio.new_event_loop()
@@ -806,13 +789,14 @@ def test_a_processor_runs_in_one_graph_at_a_time(loop):
 
 # -- run options: timeout, keep_results, progress ------------------------------------
 
-def test_graph_timeout_kills_everything_and_keeps_partial_results():
+def test_graph_timeout_kills_everything_and_keeps_partial_results(loop_factory):
     source, blocker = Separate(fn=identity), Blocker()
     graph = BatchProcessorsGraph()
     graph.add_connected_processors(source, blocker, results_as_values)
 
     with pytest.raises(RunTimeoutError) as info:
-        run_batch_processors_graph(graph, {source: [1, 2], blocker: [10]}, timeout=0.2)
+        run_batch_processors_graph(
+            graph, {source: [1, 2], blocker: [10]}, timeout=0.2, loop_factory=loop_factory)
 
     error = info.value
     assert isinstance(error, BatchProcessorError)
@@ -850,7 +834,7 @@ def test_a_run_that_ends_in_time_is_not_affected_by_its_timeout():
     assert results_of(handles) == {1: 2, 2: 3}
 
 
-def test_keep_results_keeps_only_the_named_processors_handles():
+def test_keep_results_keeps_only_the_named_processors_handles(loop_factory):
     source, sink = Separate(), SeparateSync(fn=lambda x: x * 10)
     graph = BatchProcessorsGraph()
     refs = []
@@ -861,7 +845,8 @@ def test_keep_results_keeps_only_the_named_processors_handles():
 
     graph.add_connected_processors(source, sink, remember)
 
-    results = run_batch_processors_graph(graph, {source: [1, 2]}, keep_results=[sink])
+    results = run_batch_processors_graph(
+        graph, {source: [1, 2]}, keep_results=[sink], loop_factory=loop_factory)
 
     assert list(results) == [source, sink]
     assert results[source] == []
@@ -869,9 +854,10 @@ def test_keep_results_keeps_only_the_named_processors_handles():
     gc.collect()
     assert len(refs) == 2 and all(ref() is None for ref in refs)  # nothing holds them
 
-    results = run_batch_processors_graph(graph, {source: [1]}, keep_results=[source])
+    results = run_batch_processors_graph(
+        graph, {source: [1]}, keep_results=[source], loop_factory=loop_factory)
     assert results_of(results[source]) == {1: 2} and results[sink] == []
-    results = run_batch_processors_graph(graph, {source: [1]}, keep_results=[])
+    results = run_batch_processors_graph(graph, {source: [1]}, keep_results=[], loop_factory=loop_factory)
     assert results == {source: [], sink: []}
     assert sink.seen == [2, 3, 2, 2]  # every run did run everything
 
@@ -980,12 +966,12 @@ def test_async_runners_show_progress_on_stderr(loop, capfd):
     assert "fed 1, ok 1, failed 0, cancelled 0" in err
 
 
-def test_handles_are_listed_in_the_order_they_were_collected():
+def test_handles_are_listed_in_the_order_they_were_collected(loop_factory):
     counter = Separate(fn=dec)
     graph = BatchProcessorsGraph()
     graph.add_connected_processors(counter, counter,
                                    lambda *hs: [h.future.result() for h in hs if h.future.result()])
-    results = run_batch_processors_graph(graph, {counter: [4]})
+    results = run_batch_processors_graph(graph, {counter: [4]}, loop_factory=loop_factory)
     # each step is fed only after the previous handle was collected
     assert [h.descriptor for h in results[counter]] == [4, 3, 2, 1]
 
@@ -1035,7 +1021,7 @@ def test_runners_drive_a_hand_written_processor_through_wait_ready():
     assert own.state is ProcessorState.IDLE and own.in_flight == 0
 
 
-def test_converter_gets_the_handles_of_one_get_ready_together():
+def test_converter_gets_the_handles_of_one_get_ready_together(loop_factory):
     calls = []
 
     def record(*handles):
@@ -1045,7 +1031,7 @@ def test_converter_gets_the_handles_of_one_get_ready_together():
     batches = SequentialSync(fn=identity)  # one batch: its handles are ready together
     graph = BatchProcessorsGraph()
     graph.add_connected_processors(batches, Separate(), record)
-    run_batch_processors_graph(graph, {batches: [1, 2, 3]})
+    run_batch_processors_graph(graph, {batches: [1, 2, 3]}, loop_factory=loop_factory)
     assert batches.batches == [[1, 2, 3]]
     assert calls == [[1, 2, 3]]
 

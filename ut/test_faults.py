@@ -200,13 +200,6 @@ class SignalsThenBlocks(SeparateBatchProcessorSynchronous):
         return job_descriptor
 
 
-@pytest.fixture
-def default_sigint():
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.usefixtures("default_sigint")
 def test_sigint_during_a_run_kills_every_processor_and_raises_keyboard_interrupt():

@@ -10,7 +10,6 @@ from __future__ import absolute_import, division, print_function
 import logging
 import os
 import pickle
-import sys
 import threading
 
 import attr
@@ -24,22 +23,19 @@ from batch_processor import (
 from batch_processor import compat
 from batch_processor.compat import From, Return, asyncio, coroutine
 
-import scaffold
-from scaffold import (
-    PY2, TIMEOUT, GatedSeparate, GatedSeparateSync, GatedSequential,
-    GatedSequentialSync, RecordingExecutor, RecordingSeparateSync,
+from helpers import (
+    PY2, PROCESS_POOLS, TIMEOUT, GatedSeparate, GatedSeparateSync, GatedSequential,
+    GatedSequentialSync, RecordingExecutor, a_later_job, RecordingSeparateSync,
     RecordingSequentialSync, callbacks_ran, collect, collect_some, done, flatten,
-    kind_fixture, new_future, outcome, run, settle, spin)
+    new_future, outcome, run)
 
 KINDS = [GatedSeparate, GatedSeparateSync, GatedSequential, GatedSequentialSync]
 THREAD_KINDS = [GatedSeparateSync, GatedSequentialSync]
 COROUTINE_KINDS = [GatedSeparate, GatedSequential]
-# the fixtures of `scaffold` this module uses
-loop = scaffold.loop
-gates = scaffold.gates
-kind = kind_fixture(KINDS)
-thread_kind = kind_fixture(THREAD_KINDS)
-coroutine_kind = kind_fixture(COROUTINE_KINDS)
+BY_KIND = pytest.mark.parametrize("kind", KINDS, ids=lambda cls: cls.__name__)
+BY_THREAD_KIND = pytest.mark.parametrize("thread_kind", THREAD_KINDS, ids=lambda cls: cls.__name__)
+BY_COROUTINE_KIND = pytest.mark.parametrize(
+    "coroutine_kind", COROUTINE_KINDS, ids=lambda cls: cls.__name__)
 
 
 # == BatchProcessorResultHandle ========================================================
@@ -128,6 +124,7 @@ def test_synchronous_subclass_defining_the_coroutine_method_is_still_incomplete(
     assert "_run_one_job_synchronous" in str(info.value)
 
 
+@BY_KIND
 def test_processors_are_abstract_batch_processors(loop, gates, kind):
     assert isinstance(kind(gates), AbstractBatchProcessor)
 
@@ -150,6 +147,7 @@ def test_run_timeout_error_keeps_results():
 
 # == feed_new ==========================================================================
 
+@BY_KIND
 def test_feed_new_accepts_list_tuple_and_generator(loop, gates, kind):
     processor = kind(gates)
 
@@ -168,6 +166,7 @@ def test_feed_new_accepts_list_tuple_and_generator(loop, gates, kind):
     assert all(h.future.result() == done(h.descriptor) for h in handles)
 
 
+@BY_KIND
 def test_feed_new_returns_before_the_jobs_end(loop, gates, kind):
     processor = kind(gates)
 
@@ -188,6 +187,7 @@ def test_feed_new_returns_before_the_jobs_end(loop, gates, kind):
     assert sorted(gates.finished) == [1, 2]
 
 
+@BY_KIND
 def test_feed_new_of_nothing_changes_nothing(loop, gates, kind):
     processor = kind(gates)
     processor.feed_new([])
@@ -196,6 +196,7 @@ def test_feed_new_of_nothing_changes_nothing(loop, gates, kind):
     assert processor.get_ready() == set()
 
 
+@BY_KIND
 @pytest.mark.parametrize("not_iterable", [5, None, object()], ids=["int", "None", "object"])
 def test_feed_new_of_a_non_iterable_raises_type_error_naming_the_processor(
         loop, gates, kind, not_iterable):
@@ -207,6 +208,7 @@ def test_feed_new_of_a_non_iterable_raises_type_error_naming_the_processor(
     assert processor.state is ProcessorState.IDLE
 
 
+@BY_KIND
 def test_feed_new_after_stop_raises_processor_state_error(loop, gates, kind):
     processor = kind(gates)
     processor.stop()
@@ -216,6 +218,7 @@ def test_feed_new_after_stop_raises_processor_state_error(loop, gates, kind):
     assert processor.in_flight == 0
 
 
+@BY_KIND
 def test_feed_new_while_stopping_raises_processor_state_error(loop, gates, kind):
     processor = kind(gates)
 
@@ -237,6 +240,7 @@ def test_feed_new_while_stopping_raises_processor_state_error(loop, gates, kind)
     assert gates.started == [1]
 
 
+@BY_KIND
 def test_feed_new_after_kill_raises_processor_state_error(loop, gates, kind):
     processor = kind(gates)
     processor.kill()
@@ -258,7 +262,7 @@ def test_kill_cancels_the_executor_futures_of_jobs_not_started_yet(loop, gates):
         killed = processor.get_ready()
         gates.open_all()                               # job 1's thread ends (abandoned)
         yield From(callbacks_ran(loop, processor.executor.futures))
-        yield From(spin())
+        yield From(a_later_job(processor))             # a thread job handed back after them
         raise Return(killed)
 
     try:
@@ -275,6 +279,7 @@ def test_kill_cancels_the_executor_futures_of_jobs_not_started_yet(loop, gates):
 
 # == get_ready =========================================================================
 
+@BY_KIND
 def test_get_ready_returns_each_handle_exactly_once(loop, gates, kind):
     processor = kind(gates)
 
@@ -321,6 +326,7 @@ def test_get_ready_returns_failed_jobs_too(loop):
 
 # == wait_ready ========================================================================
 
+@BY_KIND
 def test_wait_ready_completes_when_nothing_is_in_flight(loop, gates, kind):
     processor = kind(gates)
 
@@ -332,6 +338,7 @@ def test_wait_ready_completes_when_nothing_is_in_flight(loop, gates, kind):
     assert run(loop, scenario()) == set()
 
 
+@BY_KIND
 def test_wait_ready_completes_when_a_job_ends(loop, gates, kind):
     processor = kind(gates)
 
@@ -340,7 +347,7 @@ def test_wait_ready_completes_when_a_job_ends(loop, gates, kind):
         processor.feed_new([1])
         waiter = asyncio.ensure_future(processor.wait_ready())
         yield From(gates.wait_started(1))
-        yield From(spin())
+        yield From(a_later_job(kind))  # a whole job of another processor came and went
         assert not waiter.done()  # the job is blocked: nothing is ready
         gates.open(1)
         yield From(waiter)
@@ -352,6 +359,7 @@ def test_wait_ready_completes_when_a_job_ends(loop, gates, kind):
     assert [h.descriptor for h in ready] == [1]
 
 
+@BY_KIND
 def test_wait_ready_completes_while_handles_wait_to_be_collected(loop, gates, kind):
     processor = kind(gates)
 
@@ -366,6 +374,7 @@ def test_wait_ready_completes_while_handles_wait_to_be_collected(loop, gates, ki
     assert [h.descriptor for h in run(loop, scenario())] == [1]
 
 
+@BY_KIND
 def test_wait_ready_completes_when_a_kill_empties_the_processor(loop, gates, kind):
     processor = kind(gates)
 
@@ -374,7 +383,7 @@ def test_wait_ready_completes_when_a_kill_empties_the_processor(loop, gates, kin
         processor.feed_new([1])
         yield From(gates.wait_started(1))
         waiter = asyncio.ensure_future(processor.wait_ready())
-        yield From(spin())
+        yield From(a_later_job(kind))
         assert not waiter.done()
         processor.kill()
         yield From(waiter)
@@ -386,6 +395,7 @@ def test_wait_ready_completes_when_a_kill_empties_the_processor(loop, gates, kin
 
 # == in_flight and state ===============================================================
 
+@BY_KIND
 def test_in_flight_counts_fed_and_not_yet_returned(loop, gates, kind):
     processor = kind(gates)
 
@@ -408,6 +418,7 @@ def test_in_flight_counts_fed_and_not_yet_returned(loop, gates, kind):
     run(loop, scenario())
 
 
+@BY_KIND
 def test_state_goes_idle_running_idle(loop, gates, kind):
     processor = kind(gates)
     states = []
@@ -433,6 +444,7 @@ def test_state_goes_idle_running_idle(loop, gates, kind):
 
 # == stop ==============================================================================
 
+@BY_KIND
 def test_stop_with_nothing_in_flight_is_stopped_at_once(loop, gates, kind):
     processor = kind(gates)
     stopped = processor.stop()
@@ -447,6 +459,7 @@ def _await(awaitable):
     raise Return(result)
 
 
+@BY_KIND
 def test_stop_lets_fed_jobs_run_to_the_end(loop, gates, kind):
     processor = kind(gates)
 
@@ -456,7 +469,7 @@ def test_stop_lets_fed_jobs_run_to_the_end(loop, gates, kind):
         yield From(gates.wait_started(1))
         stopped = asyncio.ensure_future(_await(processor.stop()))
         assert processor.state is ProcessorState.STOPPING
-        yield From(spin())
+        yield From(a_later_job(kind))
         assert not stopped.done()
         assert processor.state is ProcessorState.STOPPING
         gates.open_all()
@@ -466,9 +479,10 @@ def test_stop_lets_fed_jobs_run_to_the_end(loop, gates, kind):
         raise Return(flatten(rounds))
 
     handles = run(loop, scenario())
-    assert sorted(outcome(h) for h in handles) == [done(1), done(2)]
+    assert sorted(outcome(h) for h in handles) == [("ok", done(1)), ("ok", done(2))]
 
 
+@BY_KIND
 def test_stop_awaitable_is_done_when_a_kill_ends_the_jobs(loop, gates, kind):
     processor = kind(gates)
 
@@ -477,7 +491,7 @@ def test_stop_awaitable_is_done_when_a_kill_ends_the_jobs(loop, gates, kind):
         processor.feed_new([1, 2])
         yield From(gates.wait_started(1))
         stopped = asyncio.ensure_future(_await(processor.stop()))
-        yield From(spin())
+        yield From(a_later_job(kind))
         assert not stopped.done()
         processor.kill()
         yield From(stopped)
@@ -489,6 +503,7 @@ def test_stop_awaitable_is_done_when_a_kill_ends_the_jobs(loop, gates, kind):
     assert all(h.future.cancelled() for h in handles)
 
 
+@BY_KIND
 def test_stop_and_kill_of_a_stopped_processor_change_nothing(loop, gates, kind):
     processor = kind(gates)
     processor.stop()
@@ -501,6 +516,7 @@ def test_stop_and_kill_of_a_stopped_processor_change_nothing(loop, gates, kind):
     assert processor.in_flight == 0
 
 
+@BY_KIND
 def test_stop_and_kill_of_a_killed_processor_change_nothing(loop, gates, kind):
     processor = kind(gates)
 
@@ -523,6 +539,7 @@ def test_stop_and_kill_of_a_killed_processor_change_nothing(loop, gates, kind):
 
 # == kill ==============================================================================
 
+@BY_KIND
 def test_kill_cancels_every_unfinished_job_at_once(loop, gates, kind):
     processor = kind(gates, **({"max_batch_size": 2} if "Sequential" in kind.__name__ else
                                {"max_parallel_jobs": 2}))
@@ -542,7 +559,7 @@ def test_kill_cancels_every_unfinished_job_at_once(loop, gates, kind):
         raise Return((flatten(rounds), killed))
 
     finished, killed = run(loop, scenario())
-    assert all(outcome(h) == done(h.descriptor) for h in finished)
+    assert all(outcome(h) == ("ok", done(h.descriptor)) for h in finished)
     assert sorted(h.descriptor for h in finished + list(killed)) == [1, 2, 3, 4, 5]
     assert killed
     for handle in killed:
@@ -553,6 +570,7 @@ def test_kill_cancels_every_unfinished_job_at_once(loop, gates, kind):
             handle.future.exception()
 
 
+@BY_COROUTINE_KIND
 def test_kill_asks_running_tasks_to_cancel(loop, gates, coroutine_kind):
     processor = coroutine_kind(gates)
 
@@ -562,7 +580,7 @@ def test_kill_asks_running_tasks_to_cancel(loop, gates, coroutine_kind):
         yield From(gates.wait_started(1))
         started = list(gates.started)
         processor.kill()
-        yield From(spin())
+        yield From(gates.wait_ended(len(started)))  # the started jobs are over, somehow
         raise Return(started)
 
     started = run(loop, scenario())
@@ -587,7 +605,7 @@ def test_kill_abandons_a_job_running_in_a_thread_and_discards_its_late_result(lo
         assert gates.running == 1  # still blocked in its thread: abandoned
         gates.open_all()  # the thread goes on and returns its (late) result
         yield From(callbacks_ran(loop, processor.executor.futures))
-        yield From(spin())
+        yield From(a_later_job(processor))  # a thread job handed back after the late one
         late = processor.get_ready()
         raise Return((killed, late))
 
@@ -619,8 +637,9 @@ def test_late_result_after_the_loop_closed_is_dropped_quietly(gates, caplog):
 
     [handle] = run(own_loop, scenario())
     assert handle.future.cancelled()
-    # the loop is then closed (as a killed run does) while the thread still runs
-    settle(own_loop)
+    # the loop is then closed (as a killed run does) while the thread still runs,
+    # once a later job came and went (the killed job's task is over by then)
+    run(own_loop, a_later_job(processor))
     own_loop.close()
     callbacks_done = threading.Event()
     [executor_future] = processor.executor.futures
@@ -643,7 +662,8 @@ def test_kill_cancels_queued_jobs_that_never_started(loop, gates):
         yield From(gates.wait_started(1))
         processor.kill()
         killed = processor.get_ready()
-        yield From(spin())
+        yield From(gates.wait_ended(1))  # job 1 is over: its slot is free...
+        yield From(a_later_job(processor))  # ...and a queued job would have started by now
         raise Return(killed)
 
     killed = run(loop, scenario())
@@ -654,6 +674,7 @@ def test_kill_cancels_queued_jobs_that_never_started(loop, gates):
 
 # == loops =============================================================================
 
+@BY_KIND
 def test_processor_is_created_outside_a_loop_and_runs_on_successive_loops(loop, gates, kind):
     processor = kind(gates)  # no loop is running
     gates.open_all()
@@ -664,12 +685,12 @@ def test_processor_is_created_outside_a_loop_and_runs_on_successive_loops(loop, 
         try:
             processor.feed_new(descriptors)
             handles = flatten(run(own_loop, collect(processor)))
-            settle(own_loop)
+            run(own_loop, a_later_job(kind))  # the jobs' tasks are over before the close
         finally:
             own_loop.close()
             asyncio.set_event_loop(loop)
             gates.loop = loop
-        assert sorted(outcome(h) for h in handles) == [done(d) for d in descriptors]
+        assert sorted(outcome(h) for h in handles) == [("ok", done(d)) for d in descriptors]
         assert processor.state is ProcessorState.IDLE
 
 
@@ -679,6 +700,7 @@ def _pickle_roundtrip(processor):
     return pickle.loads(pickle.dumps(processor, pickle.HIGHEST_PROTOCOL))
 
 
+@BY_KIND
 def test_fresh_processor_pickles(gates, kind):
     copy = _pickle_roundtrip(kind(gates))
     assert type(copy) is kind
@@ -697,6 +719,7 @@ def test_pickling_keeps_the_options(gates, options):
         assert getattr(copy, name) == value
 
 
+@BY_KIND
 def test_processor_pickles_with_jobs_in_flight_and_after_a_run(loop, gates, kind):
     processor = kind(gates)
 
@@ -722,9 +745,10 @@ def test_processor_pickles_with_jobs_in_flight_and_after_a_run(loop, gates, kind
         raise Return(handles)
 
     handles = run(loop, scenario())
-    assert sorted(outcome(h) for h in handles) == [done(4), done(5)]
+    assert sorted(outcome(h) for h in handles) == [("ok", done(4)), ("ok", done(5))]
 
 
+@BY_THREAD_KIND
 def test_pickled_processor_holds_no_loop_future_or_lock(loop, gates, thread_kind):
     processor = thread_kind(gates)
 
@@ -743,18 +767,6 @@ def test_pickled_processor_holds_no_loop_future_or_lock(loop, gates, thread_kind
 
 # == process pools =====================================================================
 
-_PROCESS_POOLS = []  # the pool of the running test, out of the processors' pickled state
-
-
-def _make_process_pool():
-    from concurrent.futures import ProcessPoolExecutor
-    if sys.version_info >= (3, 7):
-        # spawn, not fork: forking a process that runs threads can deadlock the child
-        import multiprocessing
-        return ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
-    return ProcessPoolExecutor(2)
-
-
 class _PicklingCheck(object):
     """A process pool that refuses, at submit, a job it could not pickle.
 
@@ -771,7 +783,7 @@ class _PicklingCheck(object):
 
 
 def _current_process_pool():
-    pool = _PROCESS_POOLS[-1]
+    pool = PROCESS_POOLS[-1]
     return _PicklingCheck(pool) if PY2 else pool
 
 
@@ -793,17 +805,6 @@ class BatchSquareInProcesses(SequentialBatchProcessorSynchronous):
 
     def _run_batch_synchronous(self, job_descriptors):
         return [(d * d, os.getpid()) for d in job_descriptors]
-
-
-@pytest.fixture
-def process_pool():
-    pool = _make_process_pool()
-    _PROCESS_POOLS.append(pool)
-    try:
-        yield pool
-    finally:
-        _PROCESS_POOLS.remove(pool)
-        pool.shutdown(wait=True)
 
 
 def test_separate_processor_runs_in_a_process_pool(process_pool):

@@ -32,6 +32,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 
 import strategies
+from helpers import outcome
 from batch_processor import (
     BatchProcessorResultHandle, BatchProcessorsGraph, ConverterError, ProcessorState,
     ProcessorStateError, RetryPolicy, RunTimeoutError, SeparateBatchProcessor,
@@ -381,7 +382,8 @@ class Harness(object):
             harness._fire("converter", index, k)
             out = []
             for handle in handles:
-                out.extend(harness.make(d) for d in convert(edge, key(handle.descriptor), outcome(handle)))
+                out.extend(harness.make(d)
+                           for d in convert(edge, key(handle.descriptor), model_outcome(handle)))
             if edge.raise_at == k:
                 return harness._fail_converter(index, edge, out)
             if edge.container == "generator":
@@ -415,14 +417,12 @@ class Harness(object):
         return None if edge.raise_how == "return_none" else len(out)
 
 
-def outcome(handle):
+def model_outcome(handle):
     """A done handle as the model sees it: ``("ok", result)``, ``("fail",)`` or ``("cancelled",)``."""
-    future = handle.future
-    if future.cancelled():
-        return ("cancelled",)
-    if future.exception() is not None:
-        return ("fail",)
-    return ("ok", future.result())
+    what, value = outcome(handle)
+    if what == "ok":
+        return ("ok", value)
+    return ("fail",) if what == "failed" else ("cancelled",)
 
 
 # -- running ----------------------------------------------------------------------------
@@ -547,7 +547,7 @@ def check(harness, results, error):
 
         cancelled = collections.Counter()
         for handle in handles:
-            descriptor, what = key(handle.descriptor), outcome(handle)
+            descriptor, what = key(handle.descriptor), model_outcome(handle)
             if what[0] == "ok":
                 assert what[1] == job_result(pid, spec, descriptor), (pid, handle, context)
                 if not is_sequential(spec):
@@ -618,7 +618,7 @@ def check(harness, results, error):
         for pid, processor in enumerate(procs):
             assert harness.fed[pid] == fed[pid], (pid, harness.fed[pid], fed[pid])
             if pid in kept:
-                got = collections.Counter((key(h.descriptor), outcome(h)) for h in results[processor])
+                got = collections.Counter((key(h.descriptor), model_outcome(h)) for h in results[processor])
                 assert got == outcomes[pid], (pid, sorted(got.items()), sorted(outcomes[pid].items()))
 
 

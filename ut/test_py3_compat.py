@@ -13,16 +13,7 @@ from batch_processor import (
 from batch_processor import compat
 from batch_processor.compat import From, Return, coroutine
 
-from scaffold import TIMEOUT, fresh_loop, run
-
-
-@pytest.fixture
-def loop():
-    """A fresh debug event loop, current for the test; a task still pending at the end fails it.
-
-    Stricter than ``scaffold.loop``: the loop gets no settling turns first.
-    """
-    yield from fresh_loop(settling=False)
+from helpers import TIMEOUT, run
 
 
 class NativeSeparate(SeparateBatchProcessor):

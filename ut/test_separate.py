@@ -24,19 +24,15 @@ from batch_processor import (
     run_batch_processor_single)
 from batch_processor.compat import CancelledError, From, Return, asyncio, coroutine
 
-import scaffold
-from scaffold import (
+from helpers import (
     GATES, TIMEOUT, ErrorRecords, GatedSeparate, GatedSeparateSync, RecordingExecutor,
-    RecordingSeparateSync, callbacks_ran, collect, collect_some, done, flatten,
-    kind_fixture, outcome, run, spin)
+    RecordingSeparateSync, a_later_job, callbacks_ran, collect, collect_some, done, flatten,
+    outcome, run)
 
 SHORT = 0.05  # a job_timeout, for attempts that never end by themselves
 
 KINDS = [GatedSeparate, GatedSeparateSync]
-# the fixtures of `scaffold` this module uses
-loop = scaffold.loop
-gates = scaffold.gates
-kind = kind_fixture(KINDS)
+BY_KIND = pytest.mark.parametrize("kind", KINDS, ids=lambda cls: cls.__name__)
 
 
 class Rendezvous(object):
@@ -65,6 +61,7 @@ class Rendezvous(object):
 
 @pytest.mark.parametrize("options", [{}, {"job_timeout": TIMEOUT, "retry": RetryPolicy(2)}],
                          ids=["plain", "timed_and_retried"])
+@BY_KIND
 def test_never_more_than_max_parallel_jobs_and_as_many_when_waiting(loop, gates, kind, options):
     processor = kind(gates, max_parallel_jobs=2, **options)
 
@@ -72,12 +69,12 @@ def test_never_more_than_max_parallel_jobs_and_as_many_when_waiting(loop, gates,
     def scenario():
         processor.feed_new(range(6))
         yield From(gates.wait_started(2))  # two waiting: two run at once
-        yield From(spin())
+        yield From(a_later_job(kind))  # a third would have started by now
         assert gates.started == [0, 1]
         for next_one in range(2, 6):
             gates.open(next_one - 2)  # the oldest running job ends...
             yield From(gates.wait_started(next_one + 1))  # ...and the next one starts
-            yield From(spin())
+            yield From(a_later_job(kind))
             assert gates.started == list(range(next_one + 1))
             assert gates.running == 2
         gates.open_all()
@@ -85,11 +82,12 @@ def test_never_more_than_max_parallel_jobs_and_as_many_when_waiting(loop, gates,
         raise Return(flatten(rounds))
 
     handles = run(loop, scenario())
-    assert sorted(outcome(h) for h in handles) == [done(d) for d in range(6)]
+    assert sorted(outcome(h) for h in handles) == [("ok", done(d)) for d in range(6)]
     assert gates.max_running == 2
     assert gates.started == list(range(6))  # in feed order
 
 
+@BY_KIND
 def test_one_at_a_time_starts_in_feed_order(loop, gates, kind):
     processor = kind(gates, max_parallel_jobs=1)
     descriptors = [5, 3, 9, 1, 7]
@@ -99,7 +97,7 @@ def test_one_at_a_time_starts_in_feed_order(loop, gates, kind):
         processor.feed_new(descriptors)
         for count, descriptor in enumerate(descriptors, 1):
             yield From(gates.wait_started(count))
-            yield From(spin())
+            yield From(a_later_job(kind))  # a second job would have started by now
             assert gates.started == descriptors[:count]
             gates.open(descriptor)
         yield From(collect(processor))
@@ -109,6 +107,7 @@ def test_one_at_a_time_starts_in_feed_order(loop, gates, kind):
     assert gates.max_running == 1
 
 
+@BY_KIND
 def test_without_a_cap_every_job_runs_at_once(loop, gates, kind):
     # 4 jobs: the default thread pool has at least 5 workers
     count = 4 if kind is GatedSeparateSync else 20
@@ -126,6 +125,7 @@ def test_without_a_cap_every_job_runs_at_once(loop, gates, kind):
     assert gates.max_running == count
 
 
+@BY_KIND
 def test_stop_lets_queued_jobs_run_too(loop, gates, kind):
     processor = kind(gates, max_parallel_jobs=1)
 
@@ -141,7 +141,7 @@ def test_stop_lets_queued_jobs_run_too(loop, gates, kind):
         raise Return(flatten(rounds))
 
     handles = run(loop, scenario())
-    assert sorted(outcome(h) for h in handles) == [done(1), done(2), done(3)]
+    assert sorted(outcome(h) for h in handles) == [("ok", done(1)), ("ok", done(2)), ("ok", done(3))]
     assert processor.state is ProcessorState.STOPPED
     assert gates.started == [1, 2, 3]
 
@@ -155,6 +155,7 @@ def test_max_parallel_jobs_must_be_a_positive_integer(value):
 
 # == a job's handle ====================================================================
 
+@BY_KIND
 def test_a_handle_is_ready_as_soon_as_its_job_ends(loop, gates, kind):
     processor = kind(gates)
 
@@ -353,6 +354,7 @@ def test_default_executor_without_a_cap_has_the_standard_number_of_workers():
 
 # == job_timeout =======================================================================
 
+@BY_KIND
 def test_job_timeout_fails_the_attempt_with_job_timeout_error(loop, gates, kind):
     processor = kind(gates, job_timeout=SHORT)
 
@@ -383,7 +385,7 @@ def test_job_timeout_abandons_the_thread_and_discards_its_late_result(loop, gate
         assert gates.running == 1  # still blocked in its thread
         gates.open_all()
         yield From(callbacks_ran(loop, processor.executor.futures))
-        yield From(spin())
+        yield From(a_later_job(processor))  # a thread job handed back after the late one
         raise Return((flatten(rounds), processor.get_ready()))
 
     try:
@@ -396,12 +398,13 @@ def test_job_timeout_abandons_the_thread_and_discards_its_late_result(loop, gate
     assert processor.in_flight == 0
 
 
+@BY_KIND
 def test_jobs_within_job_timeout_succeed(loop, gates, kind):
     processor = kind(gates, job_timeout=TIMEOUT)
     gates.open_all()
     processor.feed_new([1, 2])
     handles = flatten(run(loop, collect(processor)))
-    assert sorted(outcome(h) for h in handles) == [done(1), done(2)]
+    assert sorted(outcome(h) for h in handles) == [("ok", done(1)), ("ok", done(2))]
 
 
 @pytest.mark.parametrize("value", [0, -1, "1"])
@@ -463,9 +466,7 @@ class ScriptedSync(SeparateBatchProcessorSynchronous):
         return step
 
 
-@pytest.fixture(params=[Scripted, ScriptedSync], ids=["coroutine", "thread"])
-def scripted(request):
-    return request.param
+BY_SCRIPTED = pytest.mark.parametrize("scripted", [Scripted, ScriptedSync], ids=["coroutine", "thread"])
 
 
 def _run_scripted(loop, processor, descriptors):
@@ -476,6 +477,7 @@ def _run_scripted(loop, processor, descriptors):
     return dict((h.descriptor, h) for h in handles)
 
 
+@BY_SCRIPTED
 def test_retry_counts_every_attempt_and_keeps_the_last_outcome(loop, gates, scripted):
     errors = [ValueError(1), ValueError(2), ValueError(3), ValueError("never")]
     processor = scripted(gates, {"job": errors}, retry=RetryPolicy(attempts=3))
@@ -484,6 +486,7 @@ def test_retry_counts_every_attempt_and_keeps_the_last_outcome(loop, gates, scri
     assert handles["job"].future.exception() is errors[2]
 
 
+@BY_SCRIPTED
 def test_retry_stops_at_the_first_success(loop, gates, scripted):
     script = {"a": [KeyError("a1"), "a ok"], "b": ["b ok"], "c": [OSError(), IOError(), "c ok"]}
     processor = scripted(gates, script, retry=RetryPolicy(attempts=5))
@@ -493,6 +496,7 @@ def test_retry_stops_at_the_first_success(loop, gates, scripted):
         "a": "a ok", "b": "b ok", "c": "c ok"}
 
 
+@BY_SCRIPTED
 @pytest.mark.parametrize("retry", [None, RetryPolicy(attempts=1)], ids=["None", "attempts=1"])
 def test_one_attempt_without_retry(loop, gates, scripted, retry):
     processor = scripted(gates, {"job": [ValueError("once"), "never"]}, retry=retry)
@@ -501,6 +505,7 @@ def test_one_attempt_without_retry(loop, gates, scripted, retry):
     assert isinstance(handles["job"].future.exception(), ValueError)
 
 
+@BY_SCRIPTED
 def test_retry_on_selects_the_exceptions_worth_another_attempt(loop, gates, scripted):
     script = {
         "not matched": [ValueError("v"), "never"],
@@ -527,6 +532,7 @@ def test_job_timeout_error_is_retried_when_retry_on_matches_it(loop, gates, retr
     assert gates.cancelled == [("job", 1)]  # the timed-out attempt was cancelled
 
 
+@BY_SCRIPTED
 def test_job_timeout_error_is_not_retried_when_retry_on_does_not_match(loop, gates, scripted):
     processor = scripted(gates, {"job": [BLOCK, "never"]}, job_timeout=SHORT,
                          retry=RetryPolicy(attempts=3, retry_on=(KeyError,)))
@@ -544,6 +550,7 @@ def test_every_attempt_timing_out_ends_with_job_timeout_error(loop, gates):
     assert gates.cancelled == [("job", 1), ("job", 2)]
 
 
+@BY_SCRIPTED
 def test_kill_is_never_retried(loop, gates, scripted):
     processor = scripted(gates, {"job": [BLOCK] * 5}, retry=RetryPolicy(attempts=5))
 
@@ -554,7 +561,8 @@ def test_kill_is_never_retried(loop, gates, scripted):
         processor.kill()
         killed = processor.get_ready()
         gates.open_all()  # a thread job ends now: its late result must not count
-        yield From(spin(10))
+        yield From(gates.wait_ended(1))  # the attempt is over (cancelled, or its thread returned)
+        yield From(a_later_job(scripted))  # a retry, or the late result, would be here by now
         raise Return((killed, processor.get_ready()))
 
     killed, late = run(loop, scenario())
@@ -575,10 +583,10 @@ def test_kill_during_the_backoff_ends_the_job_without_another_attempt(loop, gate
         processor.feed_new(["job"])
         while processor.calls["job"] < 1:
             yield From(asyncio.sleep(0))
-        yield From(spin(10))  # the first attempt fails; the job waits its backoff
+        yield From(a_later_job(processor))  # the first attempt failed; the job waits its backoff
         processor.kill()
         killed = processor.get_ready()
-        yield From(spin(10))
+        yield From(a_later_job(processor))  # a second attempt would have started by now
         raise Return(killed)
 
     [handle] = run(loop, scenario())  # and the loop fixture finds no task left behind
@@ -678,6 +686,7 @@ def test_retry_must_be_a_retry_policy():
     assert "RetryPolicy" in str(info.value)
 
 
+@BY_KIND
 def test_retry_policy_is_accepted_by_both_separate_processors(loop, gates, kind):
     processor = kind(gates, max_parallel_jobs=1, job_timeout=TIMEOUT,
                      retry=RetryPolicy(attempts=2))
@@ -685,7 +694,7 @@ def test_retry_policy_is_accepted_by_both_separate_processors(loop, gates, kind)
     gates.open_all()
     processor.feed_new([1, 2])
     handles = flatten(run(loop, collect(processor)))
-    assert sorted(outcome(h) for h in handles) == [done(1), done(2)]
+    assert sorted(outcome(h) for h in handles) == [("ok", done(1)), ("ok", done(2))]
 
 
 # == regressions =======================================================================
@@ -702,7 +711,7 @@ def test_kill_before_a_job_took_its_first_step_leaves_no_unawaited_coroutine(loo
     def scenario():
         processor.feed_new(["ok"])  # inside the running (debug) loop
         processor.kill()  # before the job's task took a step
-        yield From(spin())
+        yield From(a_later_job(processor))  # the killed task is over by then
         raise Return(processor.get_ready())
 
     try:

@@ -18,25 +18,18 @@ from batch_processor import (
     UnsafeThreadPoolExecutor, run_batch_processor)
 from batch_processor.compat import From, Return, asyncio, coroutine
 
-import scaffold
-from scaffold import (
-    TIMEOUT, ErrorRecords, GatedSequential, GatedSequentialSync, collect, collect_some,
-    done, flatten, kind_fixture, outcome, run, spin)
+from helpers import (
+    TIMEOUT, ErrorRecords, GatedSequential, GatedSequentialSync, a_later_job, collect, collect_some,
+    descriptors_of, done, flatten, outcome, run)
 
 
 KINDS = [GatedSequential, GatedSequentialSync]
-# the fixtures of `scaffold` this module uses
-loop = scaffold.loop
-gates = scaffold.gates
-kind = kind_fixture(KINDS)
-
-
-def descriptors_of(handles):
-    return sorted(h.descriptor for h in handles)
+BY_KIND = pytest.mark.parametrize("kind", KINDS, ids=lambda cls: cls.__name__)
 
 
 # == batches ===========================================================================
 
+@BY_KIND
 def test_batches_run_in_feed_order_and_later_feeds_wait_for_the_next_batch(loop, gates, kind):
     processor = kind(gates)
 
@@ -47,7 +40,7 @@ def test_batches_run_in_feed_order_and_later_feeds_wait_for_the_next_batch(loop,
         assert gates.batches == [[1, 2, 3]]
         processor.feed_new([4, 5])  # fed while the batch runs
         processor.feed_new([6])
-        yield From(spin())
+        yield From(a_later_job(kind))  # a second batch would have started by now
         assert gates.batches == [[1, 2, 3]]  # one worker: no second batch meanwhile
         assert processor.get_ready() == set()
         gates.open(1)
@@ -62,10 +55,11 @@ def test_batches_run_in_feed_order_and_later_feeds_wait_for_the_next_batch(loop,
     # the batch's handles are ready together, when the batch ends
     assert [descriptors_of(ready) for ready in first] == [[1, 2, 3]]
     assert [descriptors_of(ready) for ready in rest] == [[4, 5, 6]]
-    assert all(outcome(h) == done(h.descriptor) for h in flatten(first + rest))
+    assert all(outcome(h) == ("ok", done(h.descriptor)) for h in flatten(first + rest))
     assert gates.max_running == 1
 
 
+@BY_KIND
 def test_max_batch_size_caps_every_batch(loop, gates, kind):
     processor = kind(gates, max_batch_size=2)
 
@@ -74,7 +68,7 @@ def test_max_batch_size_caps_every_batch(loop, gates, kind):
         processor.feed_new([1, 2, 3, 4, 5])
         for count, first in ((2, 1), (4, 3), (5, 5)):
             yield From(gates.wait_started(count))
-            yield From(spin())
+            yield From(a_later_job(kind))  # a bigger batch would have started by now
             assert gates.started == list(range(1, count + 1))
             gates.open(first)
             ready = yield From(collect_some(processor))
@@ -86,6 +80,7 @@ def test_max_batch_size_caps_every_batch(loop, gates, kind):
     assert gates.max_running == 1
 
 
+@BY_KIND
 def test_max_batch_size_with_every_gate_open(loop, gates, kind):
     processor = kind(gates, max_batch_size=3)
     gates.open_all()
@@ -96,6 +91,7 @@ def test_max_batch_size_with_every_gate_open(loop, gates, kind):
     assert gates.max_running == 1
 
 
+@BY_KIND
 def test_without_max_batch_size_a_batch_takes_everything_queued(loop, gates, kind):
     processor = kind(gates)
 
@@ -114,16 +110,18 @@ def test_without_max_batch_size_a_batch_takes_everything_queued(loop, gates, kin
     assert gates.batches == [["a"], list(range(50)) + ["b", "c"]]
 
 
+@BY_KIND
 def test_results_go_to_their_descriptors_in_order(loop, gates, kind):
     processor = kind(gates)
     gates.open_all()
     processor.feed_new([3, 1, 2, 1])
     handles = flatten(run(loop, collect(processor)))
     assert len(handles) == 4 and len(set(handles)) == 4
-    assert sorted(outcome(h) for h in handles) == [done(1), done(1), done(2), done(3)]
-    assert all(outcome(h) == done(h.descriptor) for h in handles)
+    assert sorted(outcome(h) for h in handles) == [("ok", done(d)) for d in (1, 1, 2, 3)]
+    assert all(outcome(h) == ("ok", done(h.descriptor)) for h in handles)
 
 
+@BY_KIND
 def test_stop_lets_the_running_and_the_queued_batches_end(loop, gates, kind):
     processor = kind(gates, max_batch_size=1)
 
@@ -139,11 +137,12 @@ def test_stop_lets_the_running_and_the_queued_batches_end(loop, gates, kind):
         raise Return(flatten(rounds))
 
     handles = run(loop, scenario())
-    assert sorted(outcome(h) for h in handles) == [done(1), done(2), done(3)]
+    assert sorted(outcome(h) for h in handles) == [("ok", done(1)), ("ok", done(2)), ("ok", done(3))]
     assert gates.batches == [[1], [2], [3]]
     assert processor.state is ProcessorState.STOPPED
 
 
+@BY_KIND
 def test_kill_cancels_the_running_batch_and_the_queued_descriptors(loop, gates, kind):
     processor = kind(gates, max_batch_size=2)
 
@@ -153,7 +152,9 @@ def test_kill_cancels_the_running_batch_and_the_queued_descriptors(loop, gates, 
         yield From(gates.wait_started(2))
         processor.kill()
         killed = processor.get_ready()
-        yield From(spin())
+        gates.open(1)  # a thread batch ends now; a coroutine one was cancelled
+        yield From(gates.wait_ended(2))  # the batch [1, 2] is over: the worker is free...
+        yield From(a_later_job(kind))  # ...and a next batch would have started by now
         raise Return(killed)
 
     killed = run(loop, scenario())
@@ -225,15 +226,14 @@ class ScriptedSync(SequentialBatchProcessorSynchronous):
         return argument(job_descriptors)
 
 
-@pytest.fixture(params=[Scripted, ScriptedSync], ids=["coroutine", "thread"])
-def scripted(request):
-    return request.param
+BY_SCRIPTED = pytest.mark.parametrize("scripted", [Scripted, ScriptedSync], ids=["coroutine", "thread"])
 
 
 def _outcomes(handles):
     return dict((h.descriptor, h.future) for h in handles)
 
 
+@BY_SCRIPTED
 @pytest.mark.parametrize("action", ["raise", "raise now"])
 def test_a_raising_batch_fails_every_job_of_the_batch_with_that_exception(scripted, action):
     error = Boom("the whole batch")
@@ -249,6 +249,7 @@ def test_a_raising_batch_fails_every_job_of_the_batch_with_that_exception(script
     assert futures[3].result() == 30 and futures[4].result() == 40
 
 
+@BY_SCRIPTED
 @pytest.mark.parametrize("returned", [5, 1, 0], ids=["too many", "too few", "none"])
 def test_a_batch_returning_the_wrong_number_of_results_fails_with_value_error(scripted, returned):
     processor = scripted([("return", lambda ds: list(range(returned))), ("return", tens)],
@@ -267,6 +268,7 @@ def test_a_batch_returning_the_wrong_number_of_results_fails_with_value_error(sc
 @pytest.mark.parametrize("returned", [
     None, 42, "ab", (d for d in "ab"), set([1, 2]), {1: 1, 2: 2},
 ], ids=["None", "int", "str", "generator", "set", "dict"])
+@BY_SCRIPTED
 def test_a_batch_returning_no_list_fails_with_type_error(scripted, returned):
     processor = scripted([("return", lambda ds: returned), ("return", tens)], max_batch_size=2)
     handles = run_batch_processor(processor, [1, 2, 3])
@@ -289,6 +291,7 @@ def test_run_batch_returning_no_coroutine_fails_the_batch():
     assert futures[3].result() == 30
 
 
+@BY_SCRIPTED
 def test_run_batch_gets_a_list_of_descriptors(scripted):
     seen = []
 
@@ -392,7 +395,7 @@ def test_kill_before_a_batch_took_its_first_step_leaves_no_unawaited_coroutine(l
         # batch [1] ends; batch [2] is launched in the same callback, and killed at once
         yield From(collect_some(processor))
         processor.kill()
-        yield From(spin())
+        yield From(a_later_job(processor))  # the killed batch's task is over by then
         raise Return(processor.get_ready())
 
     try:
