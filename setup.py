@@ -1,4 +1,8 @@
-"""Packaging for ``batch_processor``: one universal wheel for Python 2.7 and 3.6+."""
+"""Packaging for ``batch_processor``: one universal wheel for Python 2.7 and 3.6+.
+
+The distribution is ``batch-processor-graphs``; the package it installs is imported as
+``batch_processor``. (``batch-processor`` on the package index is an unrelated project.)
+"""
 import io
 import os
 
@@ -10,7 +14,7 @@ with io.open(os.path.join(HERE, "README.rst"), encoding="utf-8") as f:
     LONG_DESCRIPTION = f.read()
 
 setup(
-    name="batch_processor",
+    name="batch-processor-graphs",
     version="0.1.0",
     description="Asynchronous dataflow graphs of batch processors, driven from plain synchronous code",
     long_description=LONG_DESCRIPTION,

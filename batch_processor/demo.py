@@ -321,7 +321,7 @@ def _dask_client(args):
         import distributed
     except ImportError:
         raise SystemExit("batch_processor.demo: --dask needs the distributed package: "
-                         "pip install 'batch_processor[dask]'")
+                         "pip install \".[dask]\" in a checkout of this project")
     if args.dask == "local":
         return local_client(n_workers=args.workers)
     return distributed.Client(args.dask)
