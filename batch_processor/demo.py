@@ -465,11 +465,11 @@ class Leaderboard(SequentialBatchProcessorSynchronous):
     def _record(self, result):
         trial = result.trial
         best = self.ranking()[:1]
+        self.results.append(result)  # before the log line: whoever reads it finds the result
         if (self.log is not None and result.evaluation is not None
                 and (not best or result.evaluation.score > best[0].evaluation.score)):
             self.log("trial %d: new best %.4f  %s"
                      % (trial.trial_id, result.evaluation.score, trial.config.describe()))
-        self.results.append(result)
         self.seen.add(trial.config)
         self.counts[trial.generation] = self.counts.get(trial.generation, 0) + 1
         remaining = self.budget - len(self.results)
