@@ -1,4 +1,8 @@
-"""Packaging for ``batch_processor``: one universal wheel for Python 2.7 and 3.6+."""
+"""Packaging for ``batch_processor``: one universal wheel for Python 2.7 and 3.6+.
+
+The distribution is ``batch-processor-graphs``; the package it installs is imported as
+``batch_processor``. (``batch-processor`` on the package index is an unrelated project.)
+"""
 import io
 import os
 
@@ -10,14 +14,14 @@ with io.open(os.path.join(HERE, "README.rst"), encoding="utf-8") as f:
     LONG_DESCRIPTION = f.read()
 
 setup(
-    name="batch_processor",
+    name="batch-processor-graphs",
     version="0.1.0",
     description="Asynchronous dataflow graphs of batch processors, driven from plain synchronous code",
     long_description=LONG_DESCRIPTION,
     long_description_content_type="text/x-rst",
     license="MIT",
     packages=find_packages(exclude=["ut", "ut.*", "benchmarks", "docs"]),
-    package_data={"batch_processor": ["data/*.csv", "py.typed"]},
+    package_data={"batch_processor": ["py.typed"]},
     include_package_data=True,
     zip_safe=False,
     python_requires=">=2.7, !=3.0.*, !=3.1.*, !=3.2.*, !=3.3.*, !=3.4.*, !=3.5.*",
@@ -30,6 +34,11 @@ setup(
     ],
     extras_require={
         "progress": ["tqdm"],
+        # The demo trains scikit-learn estimators: its last 2.7 release on Python 2.
+        "demo": [
+            'scikit-learn>=0.20,<0.21; python_version < "3"',
+            'scikit-learn>=0.20; python_version >= "3"',
+        ],
         "uvloop": ['uvloop; python_version >= "3.8"'],
         "dask": ['distributed; python_version >= "3.8"'],
         "bench": ['pypeln; python_version >= "3.7"', 'aiostream; python_version >= "3.7"'],

@@ -1,4 +1,4 @@
-"""``python -m batch_processor.demo``: a small AutoML search on Iris, as a cycle of processors.
+"""``python -m batch_processor.demo``: an AutoML search on Iris with scikit-learn, as a cycle.
 
 Three processors, wired with the public API only::
 
@@ -12,23 +12,32 @@ Three processors, wired with the public API only::
 
 * `Proposer` turns a `ProposalRequest` into a *generation* of trials: random
   configurations at first, then mostly mutations of the best so far;
-* `Trainer` scores each trial (5-fold cross-validated accuracy of a pure-Python
-  k-nearest-neighbours or softmax-regression model) in a shared process pool;
+* `Trainer` scores each trial in a shared process pool: the 5-fold cross-validated
+  accuracy, on ``sklearn.datasets.load_iris()``, of a scikit-learn estimator
+  (k-nearest neighbours, logistic regression, a decision tree, a random forest or a
+  support-vector classifier, with its hyper-parameters, on some of the features,
+  optionally scaled);
 * `Leaderboard` records the scores and, when a generation is complete and the budget
   is not spent, asks the proposer for the next one: that edge closes the cycle. The
   run ends by itself when nothing more is asked for.
 
-A generation is proposed only from complete results, so a seed gives the same search
-whatever order the trainings finish in, with any number of workers, on every
-interpreter. The machine learning itself lives in ``batch_processor._demo_model``.
+A generation is proposed only from complete results, and every estimator and split
+has a fixed ``random_state``, so a seed gives the same table whatever order the
+trainings finish in, with any number of workers. Ctrl-C stops the search and prints
+the best configurations found so far (exit status 130).
+
+Needs scikit-learn: ``pip install ".[demo]"`` in a checkout of this project.
 
 Usage: ``python -m batch_processor.demo [--budget 60] [--workers 2] [--seed 0] [--top 10]``.
 """
 from __future__ import absolute_import, division, print_function
 
 import argparse
+import math
 import multiprocessing
 import os
+import random
+import signal
 import subprocess
 import sys
 import time
@@ -42,13 +51,296 @@ from batch_processor import (
     SequentialBatchProcessorSynchronous,
     run_batch_processors_graph,
 )
-from batch_processor import _demo_model as model
 from batch_processor.dask import DaskExecutorMixin, local_client
 
-__all__ = ["Leaderboard", "Proposer", "Search", "SearchOutcome", "Trainer", "main"]
+__all__ = [
+    "Config",
+    "Evaluation",
+    "Leaderboard",
+    "ProposalRequest",
+    "Proposer",
+    "Search",
+    "SearchOutcome",
+    "Trainer",
+    "Trial",
+    "TrialResult",
+    "evaluate",
+    "main",
+    "make_estimator",
+    "mutate",
+    "propose",
+    "random_config",
+]
 
 GENERATION_SIZE = 10  #: trials per generation (the last one may be smaller)
 ELITE_SIZE = 5  #: how many of the best configurations the proposer mutates
+N_FOLDS = 5  #: folds of the cross-validation
+INSTALL_HINT = 'pip install ".[demo]" in a checkout of this project'
+
+# -- the search space ---------------------------------------------------------------------
+
+#: Each model family's hyper-parameters and the values the search tries, in order: a
+#: mutation of a numeric one moves to a neighbouring value, of a named one to any other.
+SPACE = {
+    "knn": (("n_neighbors", (1, 3, 5, 7, 9, 15, 25)), ("weights", ("uniform", "distance")),
+            ("p", (1, 2))),
+    "logreg": (("C", (0.01, 0.1, 1.0, 10.0, 100.0)),),
+    "tree": (("max_depth", (1, 2, 3, 4, 6, None)), ("min_samples_leaf", (1, 2, 5, 10)),
+             ("criterion", ("gini", "entropy"))),
+    "forest": (("n_estimators", (10, 25, 50)), ("max_depth", (2, 4, None)),
+               ("max_features", (0.5, 1.0))),
+    "svc": (("C", (0.1, 1.0, 10.0, 100.0)), ("kernel", ("linear", "rbf")),
+            ("gamma", ("scale", 0.1, 1.0))),
+}
+MODELS = tuple(sorted(SPACE))
+SCALINGS = ("none", "minmax", "standard")
+FEATURES = ("SL", "SW", "PL", "PW")  #: sepal length and width, petal length and width
+_NAMED = frozenset(["weights", "criterion", "kernel", "p"])  # no order between values
+
+
+@attr.s(frozen=True)
+class Config(object):
+    """One point of the search space.
+
+    Attributes:
+        model: a key of `SPACE` (``"knn"``, ``"logreg"``, ``"tree"``, ``"forest"``, ``"svc"``).
+        features: the sorted tuple of the Iris columns (0 to 3) the estimator sees.
+        scaling: ``"none"``, ``"minmax"`` or ``"standard"`` (fitted on the training folds).
+        params: the estimator's hyper-parameters, ``(name, value)`` pairs in the order
+            of ``SPACE[model]``.
+    """
+
+    model = attr.ib()
+    features = attr.ib(converter=lambda columns: tuple(sorted(set(columns))))  # type: tuple
+    scaling = attr.ib()
+    params = attr.ib(converter=tuple)  # type: tuple
+
+    @model.validator
+    def _check_model(self, _, value):
+        if value not in SPACE:
+            raise ValueError("model=%r: give one of %s" % (value, ", ".join(MODELS)))
+
+    @features.validator
+    def _check_features(self, _, value):
+        if not value or any(not 0 <= column < len(FEATURES) for column in value):
+            raise ValueError("features=%r: give a non-empty set of columns in 0..%d"
+                             % (value, len(FEATURES) - 1))
+
+    @scaling.validator
+    def _check_scaling(self, _, value):
+        if value not in SCALINGS:
+            raise ValueError("scaling=%r: give one of %s" % (value, ", ".join(SCALINGS)))
+
+    @params.validator
+    def _check_params(self, _, value):
+        names = tuple(name for name, _ in SPACE[self.model])
+        if tuple(name for name, _ in value) != names:
+            raise ValueError("params=%r: a %s model takes exactly %s, in that order"
+                             % (value, self.model, ", ".join(names)))
+
+    @property
+    def param(self):
+        """The hyper-parameters as a dict."""
+        return dict(self.params)
+
+    def describe(self):
+        """One line for a table: ``knn    n_neighbors=5 weights=uniform p=2 scaling=none features=PL,PW``."""
+        params = " ".join("%s=%s" % (name, _format_value(value)) for name, value in self.params)
+        return "%-6s %s scaling=%s features=%s" % (
+            self.model, params, self.scaling, ",".join(FEATURES[c] for c in self.features))
+
+
+def _format_value(value):
+    if isinstance(value, float):
+        return "%g" % value
+    return str(value)
+
+
+# Random numbers come only from random.Random.random() with integer seeds, whose
+# sequence is the same on Python 2.7 and 3.x (choice() and randrange() are not).
+def _pick(rng, values):
+    return values[int(rng.random() * len(values))]
+
+
+def random_config(rng, model=None):
+    """A configuration drawn uniformly (of ``model``, or of a random model)."""
+    model = model or _pick(rng, MODELS)
+    features = ()
+    while not features:
+        features = tuple(c for c in range(len(FEATURES)) if rng.random() < 0.5)
+    params = tuple((name, _pick(rng, values)) for name, values in SPACE[model])
+    return Config(model, features, _pick(rng, SCALINGS), params)
+
+
+def mutate(config, rng):
+    """``config`` with one gene changed: a feature, the scaling, the model or a hyper-parameter."""
+    genes = ["features", "scaling", "model"] + [name for name, _ in SPACE[config.model]]
+    gene = _pick(rng, genes)
+    if gene == "model":
+        fresh = random_config(rng, _pick(rng, [m for m in MODELS if m != config.model]))
+        return attr.evolve(fresh, features=config.features, scaling=config.scaling)
+    if gene == "features":
+        features = set(config.features) ^ set([int(rng.random() * len(FEATURES))])
+        return attr.evolve(config, features=features or config.features)
+    if gene == "scaling":
+        return attr.evolve(config, scaling=_pick(rng, [s for s in SCALINGS if s != config.scaling]))
+    values = dict(SPACE[config.model])[gene]
+    if gene in _NAMED:
+        new = _pick(rng, [v for v in values if v != config.param[gene]])
+    else:
+        current = values.index(config.param[gene])
+        step = 1 if rng.random() < 0.5 else -1
+        if not 0 <= current + step < len(values):
+            step = -step
+        new = values[current + step]
+    params = tuple((name, new if name == gene else value) for name, value in config.params)
+    return attr.evolve(config, params=params)
+
+
+# -- what flows through the graph ----------------------------------------------------------
+
+
+@attr.s(frozen=True)
+class Trial(object):
+    """One configuration to evaluate: the trainer's job descriptor."""
+
+    trial_id = attr.ib()
+    generation = attr.ib()
+    generation_size = attr.ib()  # how many trials the generation has
+    config = attr.ib()
+
+
+@attr.s(frozen=True)
+class Evaluation(object):
+    """A trial's cross-validated accuracy: the mean and the standard deviation over folds."""
+
+    score = attr.ib()
+    std = attr.ib()
+
+
+@attr.s(frozen=True)
+class TrialResult(object):
+    """What the leaderboard records of a trial: its `Evaluation`, or the error it failed with."""
+
+    trial = attr.ib()
+    evaluation = attr.ib(default=None)
+    error = attr.ib(default=None)  # a message when the training job failed or was cancelled
+
+
+@attr.s(frozen=True)
+class ProposalRequest(object):
+    """Everything the proposer needs to propose one generation.
+
+    Attributes:
+        seed: the search's seed.
+        generation: 0 for the first generation.
+        first_trial_id: the id of the generation's first trial.
+        size: how many configurations to propose.
+        elite: the best ``(score, config)`` pairs so far, best first.
+        seen: every configuration already proposed (a frozenset), never proposed again.
+    """
+
+    seed = attr.ib()
+    generation = attr.ib()
+    first_trial_id = attr.ib()
+    size = attr.ib()
+    elite = attr.ib(default=())
+    seen = attr.ib(default=frozenset())  # type: frozenset
+
+
+EXPLORE = 0.25  # share of random configurations once there is an elite
+_TRIES = 200
+
+
+def propose(request):
+    """The `Trial` list of one generation: random at first, then mostly mutations of the elite.
+
+    The result depends only on ``request``; it has ``request.size`` trials with distinct
+    configurations never seen before (fewer only if the space has run out).
+    """
+    rng = random.Random(request.seed * 1000003 + request.generation)
+    seen = set(request.seen)
+    parents = [config for _, config in request.elite]
+    configs = []
+    while len(configs) < request.size:
+        for _ in range(_TRIES):
+            if parents and rng.random() >= EXPLORE:
+                # rng.random() ** 2 favours the best parents.
+                config = mutate(parents[int(rng.random() ** 2 * len(parents))], rng)
+                if rng.random() < 0.3:
+                    config = mutate(config, rng)
+            else:
+                config = random_config(rng)
+            if config not in seen:
+                break
+        else:
+            break  # the space is (nearly) exhausted
+        seen.add(config)
+        configs.append(config)
+    return [Trial(request.first_trial_id + i, request.generation, len(configs), config)
+            for i, config in enumerate(configs)]
+
+
+# -- the training: plain scikit-learn ---------------------------------------------------------
+
+
+def _sklearn_version():
+    import sklearn
+    return tuple(int(part) for part in sklearn.__version__.split(".")[:2])
+
+
+def make_estimator(config, random_state=0):
+    """The scikit-learn estimator of ``config``: a pipeline of its scaler and its model."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+    from sklearn.svm import SVC
+    from sklearn.tree import DecisionTreeClassifier
+
+    param = config.param
+    if config.model == "knn":
+        model = KNeighborsClassifier(**param)
+    elif config.model == "logreg":
+        # Multinomial: 0.22 made it the default for lbfgs, 0.20 and 0.21 need saying so
+        # (and 1.5 deprecated saying so).
+        extra = {"multi_class": "multinomial"} if _sklearn_version() < (0, 22) else {}
+        model = LogisticRegression(solver="lbfgs", max_iter=5000, **dict(param, **extra))
+    elif config.model == "tree":
+        model = DecisionTreeClassifier(random_state=random_state, **param)
+    elif config.model == "forest":
+        model = RandomForestClassifier(random_state=random_state, **param)
+    else:
+        model = SVC(**param)
+    steps = {"minmax": [MinMaxScaler()], "standard": [StandardScaler()]}.get(config.scaling, [])
+    return make_pipeline(*(steps + [model]))
+
+
+_SKLEARN_MODULES = ("sklearn.datasets", "sklearn.ensemble", "sklearn.linear_model",
+                    "sklearn.model_selection", "sklearn.neighbors", "sklearn.pipeline",
+                    "sklearn.preprocessing", "sklearn.svm", "sklearn.tree")
+_IRIS = []  # the data, loaded once per process
+
+
+def _iris():
+    if not _IRIS:
+        from sklearn.datasets import load_iris
+        data = load_iris()
+        _IRIS.append((data.data, data.target))
+    return _IRIS[0]
+
+
+def evaluate(config, random_state=0):
+    """``config`` scored on Iris, 5-fold stratified cross-validation: what one training job does."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    x, y = _iris()
+    folds = StratifiedKFold(n_splits=N_FOLDS, shuffle=True, random_state=random_state)
+    scores = cross_val_score(make_estimator(config, random_state), x[:, list(config.features)],
+                             y, cv=folds)
+    mean = math.fsum(scores) / len(scores)
+    std = math.sqrt(math.fsum((s - mean) ** 2 for s in scores) / len(scores))
+    return Evaluation(round(mean, 12), round(std, 12))
 
 
 # -- the processors ---------------------------------------------------------------------
@@ -58,22 +350,37 @@ class Proposer(SequentialBatchProcessorSynchronous):
     """Sequential: each `ProposalRequest` gives one list of new `Trial` descriptors."""
 
     def _run_batch_synchronous(self, requests):
-        return [model.propose(request) for request in requests]
+        return [propose(request) for request in requests]
+
+
+def _ignore_interrupts():
+    """In a pool's worker: leave Ctrl-C to the main process, which stops the search."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _new_process_pool(workers):
-    """A process pool whose workers are not forked from a process that runs threads.
+    """A process pool whose workers ignore Ctrl-C and are not forked from a threaded process.
 
     The loop's executors run threads by the time the first training starts, and
     forking a multi-threaded process can deadlock (Python 3.12+ warns about it), so
     the pool starts its workers from a fork server where there is one. Python 2.7
-    and 3.6 only fork.
+    and 3.6 only fork: there the workers are forked at once, with Ctrl-C ignored.
     """
     try:
         context = multiprocessing.get_context("forkserver")
-        return ProcessPoolExecutor(workers, mp_context=context)
+        # Workers fork from a server that has imported scikit-learn once (when it starts).
+        context.set_forkserver_preload(list(_SKLEARN_MODULES))
+        return ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts)
     except (AttributeError, ValueError, TypeError):  # 2.7 or 3.6 (no mp_context); Windows
+        pass
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the children inherit it
+    except ValueError:  # not the main thread: the workers keep the default
         return _forked_now(ProcessPoolExecutor(workers))
+    try:
+        return _forked_now(ProcessPoolExecutor(workers))
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _forked_now(pool):
@@ -105,7 +412,7 @@ class Trainer(SeparateBatchProcessorSynchronous):
         return self._pool
 
     def _run_one_job_synchronous(self, trial):
-        return model.evaluate(trial.config)
+        return evaluate(trial.config)
 
     def close(self):
         """Shut the process pool down, waiting for its workers to exit."""
@@ -126,8 +433,10 @@ class Leaderboard(SequentialBatchProcessorSynchronous):
     result completed its generation and budget remains, else ``None``.
     """
 
-    def __init__(self, budget, seed, generation_size=GENERATION_SIZE, elite_size=ELITE_SIZE):
+    def __init__(self, budget, seed, generation_size=GENERATION_SIZE, elite_size=ELITE_SIZE,
+                 log=None):
         super(Leaderboard, self).__init__()
+        self.log = log  # called with a line for each new best score, if given
         self.budget = budget
         self.seed = seed
         self.generation_size = generation_size
@@ -138,7 +447,7 @@ class Leaderboard(SequentialBatchProcessorSynchronous):
 
     def first_request(self):
         """The `ProposalRequest` that starts the search."""
-        return model.ProposalRequest(self.seed, 0, 0, min(self.generation_size, self.budget))
+        return ProposalRequest(self.seed, 0, 0, min(self.generation_size, self.budget))
 
     def ranking(self):
         """The successful results, best first (ties: the earlier trial first)."""
@@ -155,7 +464,12 @@ class Leaderboard(SequentialBatchProcessorSynchronous):
 
     def _record(self, result):
         trial = result.trial
-        self.results.append(result)
+        best = self.ranking()[:1]
+        self.results.append(result)  # before the log line: whoever reads it finds the result
+        if (self.log is not None and result.evaluation is not None
+                and (not best or result.evaluation.score > best[0].evaluation.score)):
+            self.log("trial %d: new best %.4f  %s"
+                     % (trial.trial_id, result.evaluation.score, trial.config.describe()))
         self.seen.add(trial.config)
         self.counts[trial.generation] = self.counts.get(trial.generation, 0) + 1
         remaining = self.budget - len(self.results)
@@ -163,7 +477,7 @@ class Leaderboard(SequentialBatchProcessorSynchronous):
             return None
         elite = tuple((r.evaluation.score, r.trial.config)
                       for r in self.ranking()[:self.elite_size])
-        return model.ProposalRequest(
+        return ProposalRequest(
             self.seed, trial.generation + 1, first_trial_id=len(self.results),
             size=min(self.generation_size, remaining), elite=elite, seen=frozenset(self.seen))
 
@@ -202,13 +516,16 @@ class Search(object):
         workers: processes of the trainer's pool.
         seed: the seed of the proposals.
         trainer: a `Trainer` to use instead of ``Trainer(workers)``.
+        log: called with a line of text for each new best score, if given.
     """
 
-    def __init__(self, budget=60, workers=2, seed=0, trainer=None):
+    def __init__(self, budget=60, workers=2, seed=0, trainer=None, log=None):
         self.proposer = Proposer()
         self.trainer = trainer if trainer is not None else Trainer(workers)
-        self.leaderboard = Leaderboard(budget, seed)
+        self.leaderboard = Leaderboard(budget, seed, log=log)
         self.problems = []
+        self.results = None  # the run's result dict, once it has ended
+        self.started = None
         graph = self.graph = BatchProcessorsGraph()
         graph.add_connected_processors(self.proposer, self.trainer, self.trials_to_train)
         graph.add_connected_processors(self.trainer, self.leaderboard, self.results_to_record)
@@ -234,10 +551,10 @@ class Search(object):
         for handle in handles:
             failure = _failure(handle)
             if failure is None:
-                results.append(model.TrialResult(handle.descriptor,
+                results.append(TrialResult(handle.descriptor,
                                                  evaluation=handle.future.result()))
             else:
-                results.append(model.TrialResult(handle.descriptor, error=failure))
+                results.append(TrialResult(handle.descriptor, error=failure))
         return results
 
     def requests_for_more(self, *handles):
@@ -254,14 +571,36 @@ class Search(object):
         return requests
 
     def run(self, progress=False):
-        """Run the search to the end; return its `SearchOutcome`."""
-        started = time.time()
-        results = self.results = run_batch_processors_graph(
+        """Run the search to the end; return its `SearchOutcome`.
+
+        Raises:
+            KeyboardInterrupt: the run was interrupted; `outcome` then tells what the
+                search found until then.
+        """
+        self.started = time.time()
+        self.results = run_batch_processors_graph(
             self.graph, {self.proposer: [self.leaderboard.first_request()]}, progress=progress)
+        return self.outcome()
+
+    def outcome(self, results=None):
+        """The `SearchOutcome` so far: of the run's ``results`` dict, or of the leaderboard's.
+
+        After an interrupted run, pass the partial results that the interrupt carries,
+        if any; without them the leaderboard's own record of the trials counts.
+        """
+        results = results if results is not None else self.results
+        leaderboard = self.leaderboard
+        if results is not None and results.get(self.trainer) is not None:
+            # The jobs that came back, succeeded or failed; not those an interrupt cancelled.
+            evaluated = sum(1 for handle in results[self.trainer]
+                            if not handle.future.cancelled())
+        else:
+            evaluated = len(leaderboard.results)
+        started = self.started if self.started is not None else time.time()
         return SearchOutcome(
-            budget=self.leaderboard.budget, evaluated=len(results[self.trainer]),
-            ranking=self.leaderboard.ranking(), failures=self.leaderboard.failures(),
-            problems=list(self.problems), seconds=time.time() - started)
+            budget=leaderboard.budget, evaluated=evaluated, ranking=leaderboard.ranking(),
+            failures=leaderboard.failures(), problems=list(self.problems),
+            seconds=time.time() - started)
 
     def close(self):
         """Release the trainer's process pool."""
@@ -271,6 +610,8 @@ class Search(object):
 
 
 # -- the command line --------------------------------------------------------------------
+
+PROGRAM = "batch_processor.demo"
 
 
 def _positive_int(text):
@@ -283,13 +624,32 @@ def _positive_int(text):
     return value
 
 
+def _output_path_problem(path):
+    """``None`` if a file can be written at ``path``, else why not (one line)."""
+    if os.path.isdir(path):
+        return "%s is a directory; give a file name" % (path,)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return "the directory %s does not exist" % (folder,)
+    if not os.access(folder, os.W_OK):
+        return "the directory %s is not writable" % (folder,)
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return "%s is not writable" % (path,)
+    return None
+
+
 def parse_args(argv=None):
-    """The demo's options (``argv``: the arguments, ``sys.argv[1:]`` by default)."""
+    """The demo's options (``argv``: the arguments, ``sys.argv[1:]`` by default).
+
+    Exits with status 2 and an ``error:`` line, as argparse does, on a bad option or a
+    ``--dot`` path where no file can be written.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m batch_processor.demo",
-        description="A small AutoML search on the Iris data set, run as a graph of batch "
-                    "processors: propose configurations -> train and score them in a process "
-                    "pool -> update the leaderboard -> propose more, until the budget is spent.")
+        description="An AutoML search on the Iris data set with scikit-learn, run as a graph of "
+                    "batch processors: propose configurations -> cross-validate them in a "
+                    "process pool -> update the leaderboard -> propose more, until the budget "
+                    "is spent. Ctrl-C stops it and prints the best configurations so far.")
     parser.add_argument("--budget", type=_positive_int, default=60,
                         help="configurations to evaluate (default: %(default)s)")
     parser.add_argument("--workers", type=_positive_int, default=2,
@@ -309,42 +669,67 @@ def parse_args(argv=None):
                         help="train on a Dask cluster: a new local one of --workers processes, "
                              "or the scheduler at ADDRESS (e.g. tcp://host:8786); needs the "
                              "[dask] extra")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    problem = _output_path_problem(args.dot) if args.dot else None
+    if problem is not None:
+        parser.error("argument --dot: %s" % (problem,))
+    return args
 
 
 class DaskTrainer(DaskExecutorMixin, Trainer):
     """The `Trainer`, its jobs run on a Dask cluster instead of a local process pool."""
 
 
+class UsageError(Exception):
+    """Something the demo needs is missing: its message is the one line to show."""
+
+
+def _check_sklearn():
+    try:
+        import sklearn  # noqa: F401
+    except ImportError as error:
+        raise UsageError("the demo trains scikit-learn estimators, which are not installed "
+                         "(%s): %s" % (error, INSTALL_HINT))
+
+
 def _dask_client(args):
     try:
         import distributed
     except ImportError:
-        raise SystemExit("batch_processor.demo: --dask needs the distributed package: "
-                         "pip install 'batch_processor[dask]'")
+        raise UsageError('--dask needs the distributed package: pip install ".[dask]" '
+                         "in a checkout of this project")
     if args.dask == "local":
         return local_client(n_workers=args.workers)
     return distributed.Client(args.dask)
 
 
-def build_search(args, client=None):
+def build_search(args, client=None, log=None):
     """The `Search` that ``args`` describe (its trainer on ``client``'s cluster if given)."""
     trainer = DaskTrainer(client, workers=args.workers) if client is not None else None
-    return Search(budget=args.budget, workers=args.workers, seed=args.seed, trainer=trainer)
+    return Search(budget=args.budget, workers=args.workers, seed=args.seed, trainer=trainer,
+                  log=log)
 
 
 def write_picture(search, path, err=None):
-    """Write the pipeline, with its counts, as DOT to ``path``, and as PNG if Graphviz is here."""
+    """Write the pipeline, with its counts, as DOT to ``path``, and as PNG if Graphviz is here.
+
+    Raises:
+        UsageError: ``path`` cannot be written.
+    """
     err = err if err is not None else sys.stderr
-    with open(path, "w") as out:
-        out.write(search.graph.to_dot(getattr(search, "results", None)))
+    try:
+        with open(path, "w") as out:
+            out.write(search.graph.to_dot(search.results))
+    except (IOError, OSError) as error:
+        raise UsageError("cannot write the pipeline's picture to %s: %s"
+                         % (path, getattr(error, "strerror", None) or error))
     written = [path]
     dot = _which("dot")
     if dot is not None:
         png = os.path.splitext(path)[0] + ".png"
         if subprocess.call([dot, "-Tpng", "-o", png, path]) == 0:
             written.append(png)
-    print("batch_processor.demo: the pipeline's picture is in %s" % " and ".join(written), file=err)
+    print("%s: the pipeline's picture is in %s" % (PROGRAM, " and ".join(written)), file=err)
 
 
 def _which(program):
@@ -360,8 +745,8 @@ def print_report(outcome, top, out=None, err=None):
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     shown = outcome.ranking[:top]
-    print("Best %d of %d configurations (5-fold cross-validated accuracy on Iris):"
-          % (len(shown), len(outcome.ranking)), file=out)
+    print("Best %d of %d configurations (%d-fold cross-validated accuracy on Iris):"
+          % (len(shown), len(outcome.ranking), N_FOLDS), file=out)
     print("", file=out)
     print("rank   score     std  trial  configuration", file=out)
     for rank, result in enumerate(shown, 1):
@@ -373,21 +758,31 @@ def print_report(outcome, top, out=None, err=None):
     print("Evaluated %d of %d configurations (%d failed)."
           % (outcome.evaluated, outcome.budget, len(outcome.failures)), file=out)
     for result in outcome.failures:
-        print("batch_processor.demo: trial %d (%s) failed: %s"
-              % (result.trial.trial_id, result.trial.config.describe(), result.error), file=err)
+        print("%s: trial %d (%s) failed: %s"
+              % (PROGRAM, result.trial.trial_id, result.trial.config.describe(), result.error),
+              file=err)
     for problem in outcome.problems:
-        print("batch_processor.demo: %s" % (problem,), file=err)
-    print("batch_processor.demo: the search took %.1f s" % (outcome.seconds,), file=err)
+        print("%s: %s" % (PROGRAM, problem), file=err)
+    print("%s: the search took %.1f s" % (PROGRAM, outcome.seconds), file=err)
 
 
-def main(argv=None):
-    """Parse the options, build the graph, run it, print the table. Returns the exit status."""
-    args = parse_args(argv)
+def _log(line):
+    print("%s: %s" % (PROGRAM, line), file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _run(args):
+    """Build and run the search; return ``(search, outcome, interrupted)``."""
+    _check_sklearn()
     client = _dask_client(args) if args.dask else None
+    search = None
     try:
-        search = build_search(args, client)
+        search = build_search(args, client, log=_log)
         try:
-            outcome = search.run(progress=args.progress)
+            return search, search.run(progress=args.progress), False
+        except KeyboardInterrupt as interrupt:
+            # Partial results, when the runner attaches them; else the leaderboard's record.
+            return search, search.outcome(getattr(interrupt, "results", None)), True
         finally:
             search.close()
     finally:
@@ -396,9 +791,37 @@ def main(argv=None):
             client.close()
             if cluster is not None:
                 cluster.close()
-    print_report(outcome, args.top)
-    if args.dot:
-        write_picture(search, args.dot)
+
+
+def main(argv=None):
+    """Parse the options, build the graph, run it, print the table. Returns the exit status.
+
+    0: the search ran to the end; 1: it ran with failures, or something it needs is
+    missing (a one-line message says what); 130: interrupted with Ctrl-C, after
+    printing the best configurations found so far.
+    """
+    args = parse_args(argv)
+    try:
+        try:
+            search, outcome, interrupted = _run(args)
+        except UsageError as error:
+            print("%s: error: %s" % (PROGRAM, error), file=sys.stderr)
+            return 1
+        if interrupted:
+            print("%s: interrupted; the best configurations so far:" % (PROGRAM,),
+                  file=sys.stderr)
+            sys.stderr.flush()
+        print_report(outcome, args.top)
+        if interrupted:
+            return 130
+        if args.dot:
+            try:
+                write_picture(search, args.dot)
+            except UsageError as error:
+                print("%s: error: %s" % (PROGRAM, error), file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:  # a second Ctrl-C, while shutting down or printing
+        return 130
     return 0 if outcome.ranking and not outcome.problems else 1
 
 

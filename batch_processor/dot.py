@@ -1,12 +1,15 @@
 """``batch_processor.dot`` draws a `BatchProcessorsGraph` as Graphviz DOT.
 
 `graph_to_dot` (behind ``graph.to_dot()``) writes one box per processor, named by
-its class (and a short identity when two processors share a class), and one arrow
-per edge, labelled with its converter's name. The edges that lie on a cycle (a
-self-loop, or both ways between two processors, or a longer loop) are dashed, so a
-feedback loop stands out; the back edges of a depth-first walk in the graph's order
-do not constrain the layout, so the graph reads in the order it was built. Given a
-run's result dict, each box also shows how the processor's jobs ended.
+its ``name`` (its class name by default; with a short identity added when two
+processors of the graph share a name), and one arrow per edge, labelled with its
+converter's short name (``__name__``; a ``functools.partial`` by its function's). The
+edges that lie on a cycle (a self-loop, or both ways between two processors, or a
+longer loop) are dashed, so a feedback loop stands out, and a legend says so; the back
+edges of a depth-first walk in the graph's order do not constrain the layout, so the
+graph reads in the order it was built. Given a run's result dict, each box also shows
+how the processor's jobs ended, and each arrow how many handles its source gave the
+converter.
 
 Render it with ``dot -Tpng pipeline.dot -o pipeline.png`` or the ``graphviz`` Python
 package; nothing here needs either.
@@ -17,23 +20,57 @@ import functools
 
 import six
 
-from .progress import count_outcomes, processor_labels
+from .progress import count_outcomes
 
-__all__ = ["converter_name", "dot_quote", "graph_to_dot"]
+__all__ = ["LEGEND", "converter_name", "dot_quote", "graph_to_dot", "processor_labels",
+           "processor_name"]
 
 if False:  # type checkers only: typing is not in Python 2's standard library
     from typing import Any, List, Mapping, Optional, Set, Tuple  # noqa: F401
 
 
-def converter_name(converter):
+def processor_name(processor):
     # type: (Any) -> str
-    """A short name for ``converter``: its qualified name, ``partial(name)`` or its type."""
-    name = getattr(converter, "__qualname__", None) or getattr(converter, "__name__", None)
+    """What a picture calls ``processor``: its ``name``, or its class name without one."""
+    name = getattr(processor, "name", None)
     if isinstance(name, six.string_types) and name:
         return name
-    if isinstance(converter, functools.partial):
-        return "partial(%s)" % converter_name(converter.func)
+    return type(processor).__name__
+
+
+def processor_labels(processors):
+    # type: (Any) -> List[str]
+    """The labels of ``processors``, in order: `processor_name`, with a short identity
+    (``Name@9a79d0``) for the processors whose name another one of the list shares."""
+    processors = list(processors)
+    names = [processor_name(processor) for processor in processors]
+    return [name if names.count(name) == 1 else "%s@%x" % (name, id(processor) & 0xFFFFFF)
+            for name, processor in zip(names, processors)]
+
+
+def converter_name(converter):
+    # type: (Any) -> str
+    """A short name for ``converter``: its ``__name__`` (a method's or a nested function's
+    own name, not its qualified one), its function's for a ``functools.partial``, else
+    its type's."""
+    while isinstance(converter, functools.partial):
+        converter = converter.func
+    name = getattr(converter, "__name__", None)
+    if isinstance(name, six.string_types) and name:
+        return name
     return type(converter).__name__
+
+
+#: The lines that explain the dashed arrows, added to a picture that has any.
+LEGEND = [
+    "  subgraph cluster_legend {",
+    '    label="legend"; fontsize=10; style=dotted;',
+    "    legend_from [shape=point, width=0.05];",
+    "    legend_to [shape=point, width=0.05];",
+    '    legend_from -> legend_to [style=dashed, fontsize=10, '
+    'label="on a cycle: output fed back upstream"];',
+    "  }",
+]
 
 
 def dot_quote(text):
@@ -108,7 +145,11 @@ def graph_to_dot(graph, results=None):
         graph: a `BatchProcessorsGraph`.
         results: the dict a run of the graph returned (``{processor: [handles]}``);
             when given, each processor's box also shows
-            ``ok N / failed N / cancelled N``.
+            ``ok N / failed N / cancelled N``, and each arrow ``N handles in``: how
+            many handles its source gave back, all of which its converter was called
+            with. (How many descriptors a converter returned is not in the results,
+            so the picture does not guess it; a processor left out of
+            ``keep_results`` shows 0.)
 
     Returns:
         The DOT text. Processors are the nodes ``p0``, ``p1``... in the graph's order.
@@ -138,13 +179,22 @@ def graph_to_dot(graph, results=None):
             if failed or cancelled:
                 attributes.append("color=red" if failed else "color=orange")
         lines.append("  p%d [%s];" % (i, ", ".join(["label=%s" % dot_quote(label)] + attributes)))
+    cyclic = False
     for source, destination, converter in edges:
         u, v = number[id(source)], number[id(destination)]
-        attributes = ["label=%s" % dot_quote(converter_name(converter))]
+        label = converter_name(converter)
+        handles = results.get(source) if results is not None else None
+        if handles is not None:
+            count = len(handles)
+            label = "%s\n%d handle%s in" % (label, count, "" if count == 1 else "s")
+        attributes = ["label=%s" % dot_quote(label)]
         if component[u] == component[v]:
             attributes.append("style=dashed")  # on a cycle
+            cyclic = True
         if (u, v) in back:
             attributes.append("constraint=false")
         lines.append("  p%d -> p%d [%s];" % (u, v, ", ".join(attributes)))
+    if cyclic:
+        lines.extend(LEGEND)
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -5,7 +5,7 @@ and tells it when descriptors are fed to a processor (`RunProgress.fed`), when
 handles come back (`RunProgress.done`) and when the run is over
 (`RunProgress.close`). It draws a live ``tqdm`` bar per processor on stderr (done
 out of fed so far, with the counts of ok, failed and cancelled jobs), or, when
-``tqdm`` is not installed (``pip install batch_processor[progress]``), writes a plain
+``tqdm`` is not installed (``pip install ".[progress]"`` in a checkout), writes a plain
 line per processor that changed, at most twice a second. At the end it writes one
 summary line per processor::
 
@@ -123,7 +123,7 @@ class RunProgress(object):
         bar_class = None if bars is False else _tqdm_class()
         if bars and bar_class is None:
             raise ImportError("progress bars need tqdm: pip install tqdm "
-                              "(or batch_processor[progress])")
+                              "(or pip install \".[progress]\" in a checkout of this project)")
         if interval is None:
             interval = BAR_INTERVAL if bar_class is not None else LINE_INTERVAL
         self._interval = interval

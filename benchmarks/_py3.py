@@ -30,7 +30,7 @@ def peer_missing(name):
     try:
         __import__(name)
     except Exception as exc:  # ImportError, or a peer that breaks on this Python
-        return "%s is not installed (%s: %s); `pip install batch_processor[bench]` or " \
+        return "%s is not installed (%s: %s); `pip install \".[bench]\"` or " \
                "`pip install pypeln aiostream` to compare with it" % (name, type(exc).__name__, exc)
     return None
 

@@ -317,7 +317,7 @@ def on_uvloop(suite, _py3, n):
     try:
         import uvloop
     except ImportError as exc:
-        suite.note("skipped uvloop: %s; `pip install batch_processor[uvloop]` to compare" % (exc,))
+        suite.note("skipped uvloop: %s; `pip install \".[uvloop]\"` to compare" % (exc,))
         return
     best = measure([
         ("asyncio", library_chain(_py3.NativeIncrement, n)),

@@ -32,7 +32,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(REPO_ROOT, "docs")
 README = os.path.join(REPO_ROOT, "README.rst")
 
-INSTALL_COMMAND = 'pip install . && python -m batch_processor.demo'
+INSTALL_COMMAND = 'pip install ".[demo]" && python -m batch_processor.demo'
 TEST_COMMAND = 'pip install "tox>=4.5,<4.6" "virtualenv<20.22" && tox'
 
 _DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. code-block::[ \t]*(?P<language>\S*)[ \t]*$")

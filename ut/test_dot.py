@@ -20,8 +20,7 @@ from batch_processor import (
     run_batch_processor,
     run_batch_processors_graph,
 )
-from batch_processor.dot import converter_name, dot_quote, graph_to_dot
-from batch_processor.interface import describe
+from batch_processor.dot import LEGEND, converter_name, dot_quote, graph_to_dot, processor_labels
 
 if sys.version_info[0] == 2:
     from distutils.spawn import find_executable as which
@@ -63,8 +62,11 @@ def parse_dot(text):
     lines = text.split("\n")
     assert lines[0] == "digraph batch_processors {"
     assert lines[-2:] == ["}", ""]
+    lines = lines[1:-2]
+    if lines[-len(LEGEND):] == LEGEND:
+        lines = lines[:-len(LEGEND)]
     nodes, edges = {}, []
-    for line in lines[1:-2]:
+    for line in lines:
         edge = _EDGE.match(line)
         node = _NODE.match(line)
         if edge:
@@ -157,17 +159,13 @@ def make_graph():
     return graph, (propose, train_a, train_b, evaluate, report, archive)
 
 
-def name_of(function):
-    """What a function's picture shows: its qualified name (its name on 2.7)."""
-    return getattr(function, "__qualname__", function.__name__)
+def short(processor, name=None):
+    """The label of a processor whose name another one of its graph shares."""
+    return "%s@%x" % (name or type(processor).__name__, id(processor) & 0xFFFFFF)
 
 
-def lambda_of(graph):
-    """The name of the one lambda converter of ``graph``."""
-    (name,) = [name_of(conv) for _, _, conv in graph.edges
-               if getattr(conv, "__name__", None) == "<lambda>"]
-    assert name.endswith("<lambda>")
-    return name
+def has_legend(text):
+    return "\n".join(LEGEND) in text
 
 
 # -- the tests --------------------------------------------------------------------------
@@ -177,14 +175,14 @@ def test_nodes_edges_and_cycles():
     nodes, edges = parse_dot(graph.to_dot())
     assert sorted(nodes) == ["p%d" % i for i in range(6)]
     assert [nodes["p%d" % i]["label"] for i in range(6)] == [
-        "Propose", describe(train_a), describe(train_b), "Evaluate", "Report", "Archive"]
-    assert describe(train_a).startswith("Train@") and describe(train_a) != describe(train_b)
+        "Propose", short(train_a), short(train_b), "Evaluate", "Report", "Archive"]
+    assert short(train_a) != short(train_b)
     assert [(tail, head, attributes["label"]) for tail, head, attributes in edges] == [
         ("p0", "p1", "to_train"),
         ("p0", "p2", "to_train"),
         ("p1", "p3", "merge"),
         ("p2", "p3", "merge"),
-        ("p3", "p3", lambda_of(graph)),
+        ("p3", "p3", "<lambda>"),
         ("p3", "p4", "to_report"),
         ("p4", "p3", "from_report"),
         ("p3", "p5", "to_archive"),
@@ -196,6 +194,22 @@ def test_nodes_edges_and_cycles():
             if attributes.get("constraint") == "false"]
     assert free == [("p3", "p3"), ("p4", "p3")]  # the edges that close a loop
     assert all("color" not in attributes for attributes in nodes.values())
+    assert has_legend(graph.to_dot())  # what the dashed arrows mean
+
+
+def test_processors_are_labelled_by_name_with_an_identity_for_shared_names():
+    propose, train, evaluate, other = Propose(), Train(), Evaluate(), Archive()
+    propose.name = "proposer"
+    train.name = evaluate.name = "stage"  # two classes, one name
+    other.name = None  # no name: the class's
+    graph = BatchProcessorsGraph()
+    graph.add_connected_processors(propose, train, merge)
+    graph.add_connected_processors(train, evaluate, merge)
+    graph.add_connected_processors(evaluate, other, merge)
+    nodes, _ = parse_dot(graph.to_dot())
+    assert [nodes["p%d" % i]["label"] for i in range(4)] == [
+        "proposer", short(train, "stage"), short(evaluate, "stage"), "Archive"]
+    assert processor_labels(graph.processors) == [nodes["p%d" % i]["label"] for i in range(4)]
 
 
 def test_counts_after_a_run():
@@ -208,8 +222,8 @@ def test_counts_after_a_run():
     # down 2, 1, 0 on each path; report fails both 0s; archive cancels both 0s.
     expected = [
         ("Propose", 1, 1, 0),
-        (describe(train_a), 1, 0, 0),
-        (describe(train_b), 1, 0, 0),
+        (short(train_a), 1, 0, 0),
+        (short(train_b), 1, 0, 0),
         ("Evaluate", 6, 0, 0),
         ("Report", 0, 2, 0),
         ("Archive", 0, 0, 2),
@@ -222,12 +236,35 @@ def test_counts_after_a_run():
     assert graph_to_dot(graph, results) == graph.to_dot(results)
 
 
+def test_edges_count_the_handles_their_converter_was_given():
+    graph, processors = make_graph()
+    propose, train_a, train_b, evaluate, report, archive = processors
+    archive.kill()
+    results = run_batch_processors_graph(graph, {propose: [2, -1]})
+    _, edges = parse_dot(graph.to_dot(results))
+    # Every handle of a source goes to each of its converters: propose 2, each train 1,
+    # evaluate 6, report 2.
+    assert [(tail, head, attributes["label"]) for tail, head, attributes in edges] == [
+        ("p0", "p1", "to_train\n2 handles in"),
+        ("p0", "p2", "to_train\n2 handles in"),
+        ("p1", "p3", "merge\n1 handle in"),
+        ("p2", "p3", "merge\n1 handle in"),
+        ("p3", "p3", "<lambda>\n6 handles in"),
+        ("p3", "p4", "to_report\n6 handles in"),
+        ("p4", "p3", "from_report\n2 handles in"),
+        ("p3", "p5", "to_archive\n6 handles in"),
+    ]
+    _, edges = parse_dot(graph.to_dot({train_a: results[train_a]}))  # the others unknown
+    assert [attributes["label"] for _, _, attributes in edges][:3] == [
+        "to_train", "to_train", "merge\n1 handle in"]
+
+
 def test_results_of_a_processor_missing_from_the_dict_show_no_counts():
     graph, (propose, train_a, _, _, _, _) = make_graph()
     handles = run_batch_processor(Propose(), [1, -1])
     nodes, _ = parse_dot(graph.to_dot({train_a: handles}))
     assert nodes["p0"]["label"] == "Propose"
-    assert nodes["p1"]["label"] == "%s\nok 1 / failed 1 / cancelled 0" % describe(train_a)
+    assert nodes["p1"]["label"] == "%s\nok 1 / failed 1 / cancelled 0" % short(train_a)
 
 
 def test_results_must_be_a_dict():
@@ -260,18 +297,22 @@ def test_converter_names_are_escaped():
     graph.add_connected_processors(two, one, lambda *handles: [])
     nodes, edges = parse_dot(graph.to_dot())
     assert [attributes["label"] for _, _, attributes in edges] == [
-        'say "hi" \\ back\nslash', "partial(merge)", "Callable", lambda_of(graph)]
+        'say "hi" \\ back\nslash', "merge", "Callable", "<lambda>"]
     assert [attributes.get("style") for _, _, attributes in edges] == ["dashed"] * 4
     assert [attributes.get("constraint") for _, _, attributes in edges] == [
         None, None, None, "false"]
 
 
 def test_converter_name():
-    assert converter_name(merge) == name_of(merge)
-    assert converter_name(functools.partial(functools.partial(merge, 1), 2)) == (
-        "partial(partial(merge))" if sys.version_info < (3, 5) else "partial(merge)")
+    def tagged():
+        def convert(*handles):
+            return []
+        return convert
+    assert converter_name(merge) == "merge"
+    assert converter_name(tagged()) == "convert"  # not tagged.<locals>.convert
+    assert converter_name(functools.partial(functools.partial(merge, 1), 2)) == "merge"
     assert converter_name(Callable()) == "Callable"
-    assert converter_name(Callable().__call__) == name_of(Callable.__call__)
+    assert converter_name(Callable().__call__) == "__call__"
     assert converter_name(len) == "len"
 
 
@@ -311,8 +352,9 @@ def test_graphs_without_edges():
     graph.add_processor(Propose())
     nodes, edges = parse_dot(graph.to_dot())
     assert [nodes[name]["label"] for name in ("p0", "p1")] == [
-        describe(p) for p in graph.processors]
+        short(p) for p in graph.processors]
     assert edges == []
+    assert not has_legend(graph.to_dot())  # no dashed arrow to explain
 
 
 def test_a_long_chain():
@@ -345,10 +387,11 @@ def test_graphviz_renders_the_picture_with_its_labels():
     archive.kill()
     results = run_batch_processors_graph(graph, {propose: [2, -1]})
     texts = svg_texts(graph.to_dot(results))
-    for expected in ["Propose", describe(train_a), describe(train_b), "Evaluate", "Report",
-                     "Archive", "to_train", "merge", lambda_of(graph), "to_report",
+    for expected in ["Propose", short(train_a), short(train_b), "Evaluate", "Report",
+                     "Archive", "to_train", "merge", "<lambda>", "to_report",
                      "from_report", "to_archive", "ok 6 / failed 0 / cancelled 0",
-                     "ok 0 / failed 0 / cancelled 2"]:
+                     "ok 0 / failed 0 / cancelled 2", "6 handles in", "legend",
+                     "on a cycle: output fed back upstream"]:
         assert expected in texts
 
 
@@ -360,4 +403,4 @@ def test_graphviz_shows_escaped_names_as_they_are():
     graph.add_connected_processors(two, one, lambda *handles: [])
     texts = svg_texts(graph.to_dot())
     assert 'say "hi" \\ back' in texts and "slash" in texts  # two lines
-    assert lambda_of(graph) in texts
+    assert "<lambda>" in texts
