@@ -42,12 +42,23 @@ class DaskExecutorMixin(object):
 
     @property
     def client(self):
-        """The ``distributed.Client`` the jobs run through."""
-        return self._dask_client
+        """The ``distributed.Client`` the jobs run through.
+
+        A processor unpickled in another process (or from a checkpoint) has none of
+        its own: it takes that process's current client (``distributed.get_client()``).
+        """
+        client = self._dask_client
+        if client is None:
+            from distributed import get_client
+            client = self._dask_client = get_client()
+        return client
 
     @property
     def _executor(self):
-        return self._dask_executor
+        executor = self._dask_executor
+        if executor is None:
+            executor = self._dask_executor = self.client.get_executor(pure=False)
+        return executor
 
 
 def local_client(n_workers=2, threads_per_worker=1, **kwargs):

@@ -30,6 +30,7 @@ from .interface import (
     as_descriptor_list, describe, processor_name, safe_repr, safe_str)
 
 __all__ = [
+    "GC_THRESHOLD",
     "BatchProcessorsGraph",
     "run_batch_processor",
     "run_batch_processor_async",
@@ -463,38 +464,46 @@ def run_batch_processor_async(batch_processor, descriptors, timeout=None, keep_r
     return _run_one_async(batch_processor, descriptors, timeout, keep_results, progress)
 
 
+#: The cyclic collector's first threshold while synchronous runs go on (see
+#: `_RelaxedGC`); set it to ``None`` to leave the interpreter's threshold alone.
+GC_THRESHOLD = 50000
+
+
 class _RelaxedGC(object):
     """Raise the cyclic collector's first threshold while synchronous runs go on.
 
     A run moves jobs in waves: a stage's tasks are created in one burst while the
     previous stage's handles are alive, so with the default threshold (700) the
     collector runs full collections over a large heap again and again, and most of
-    a big run's time goes there. The threshold is restored when the last
-    concurrent run ends.
+    a big run's time goes there. The threshold, `GC_THRESHOLD` when the first
+    concurrent run starts, is restored when the last one ends; a collector that is
+    off (threshold 0) or already less eager is left alone.
     """
-
-    THRESHOLD = 50000
 
     def __init__(self):
         self._lock = threading.Lock()
         self._depth = 0
         self._saved = None
+        self._raised = None
 
     def __enter__(self):
         with self._lock:
             if self._depth == 0:
+                threshold = GC_THRESHOLD
                 self._saved = gc.get_threshold()
-                if self._saved[0] and self._saved[0] < self.THRESHOLD:
-                    gc.set_threshold(self.THRESHOLD, *self._saved[1:])
+                self._raised = None
+                if threshold and self._saved[0] and self._saved[0] < threshold:
+                    gc.set_threshold(threshold, *self._saved[1:])
+                    self._raised = threshold
             self._depth += 1
 
     def __exit__(self, *exc_info):
         with self._lock:
             self._depth -= 1
             if self._depth == 0:
-                if gc.get_threshold()[0] == self.THRESHOLD:  # nobody else changed it meanwhile
-                    gc.set_threshold(*self._saved)
-                self._saved = None
+                if self._raised is not None and gc.get_threshold()[0] == self._raised:
+                    gc.set_threshold(*self._saved)  # nobody else changed it meanwhile
+                self._saved = self._raised = None
 
 
 _relaxed_gc = _RelaxedGC()

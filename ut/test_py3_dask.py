@@ -70,6 +70,7 @@ def test_kill_cancels_the_cluster_futures(client):
 
 
 def test_the_demo_trains_on_a_local_dask_cluster(capsys, tmpdir):
+    pytest.importorskip("sklearn")
     from batch_processor import demo
     picture = str(tmpdir.join("pipeline.dot"))
     assert demo.main(["--budget", "6", "--dask", "--workers", "2", "--dot", picture]) == 0
@@ -77,3 +78,18 @@ def test_the_demo_trains_on_a_local_dask_cluster(capsys, tmpdir):
     assert "Evaluated 6 of 6 configurations (0 failed)." in out
     with open(picture) as f:
         assert "DaskTrainer" in f.read()
+
+
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_copies_and_pickles_run_on_the_cluster(client, how):
+    import copy
+    import pickle
+    original = Square(client, max_parallel_jobs=2, name="squares")
+    assert sorted(h.future.result()[0] for h in run_batch_processor(original, [2])) == [4]
+    if how == "pickle":
+        clone = pickle.loads(pickle.dumps(original))  # without the client: takes the current one
+    else:
+        clone = getattr(copy, how)(original)
+        assert clone.client is client  # shared, not copied
+    assert clone.name == "squares"
+    assert sorted(h.future.result()[0] for h in run_batch_processor(clone, [3, 4])) == [9, 16]
