@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 import logging
 
+from .checkpoint import CheckpointError
 from .compat import CancelledError
 from .execution import (
     BatchProcessorsGraph,
@@ -48,6 +49,7 @@ __all__ = [
     "BatchProcessorResultHandle",
     "BatchProcessorsGraph",
     "CancelledError",
+    "CheckpointError",
     "ConverterError",
     "GraphError",
     "JobTimeoutError",

@@ -92,6 +92,11 @@ class Runtime(object):
         self.waiters = []
         self.stop_waiters = []
         self.listener = None
+        self.on_end = None
+
+    #: True for kinds whose jobs do not overlap (one batch at a time): when `end`
+    #: runs, no job of the processor is running, so its state matches its handles.
+    settles_at_end = False
 
     # -- binding --------------------------------------------------------------------
 
@@ -208,6 +213,8 @@ class Runtime(object):
         The kind has already forgotten them (so they cannot end twice).
         """
         self.unfinished -= len(handles)
+        if self.on_end is not None:  # a checkpoint takes the processor's state now
+            self.on_end()
         self.hand_back(handles)
         if self.stopping and not self.unfinished and self.final is None:
             self.final = ProcessorState.STOPPED

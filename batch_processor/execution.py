@@ -25,7 +25,7 @@ from ._interrupt import InterruptibleRun
 from ._runtime import attach
 from .compat import CancelledError, From, Return, asyncio, coroutine
 from .interface import (
-    AbstractBatchProcessor, ConverterError, GraphError, Handle,
+    AbstractBatchProcessor, BatchProcessorError, ConverterError, GraphError, Handle,
     BatchProcessorResultHandle, ProcessorState, ProcessorStateError, RunTimeoutError,
     as_descriptor_list, describe, processor_name, safe_repr, safe_str)
 
@@ -148,7 +148,7 @@ class _Run(object):
     """One run of a graph on ``loop``; ``future`` gets the result dict."""
 
     def __init__(self, graph, initial_descriptors, loop, timeout=None, keep_results=None,
-                 progress=False):
+                 progress=False, checkpoint=None, checkpoint_interval=1.0):
         if not isinstance(graph, BatchProcessorsGraph):
             raise TypeError("expected a BatchProcessorsGraph, got %r" % (graph,))
         self.loop = loop
@@ -172,7 +172,21 @@ class _Run(object):
         self._busy = set()
         self._scheduled = False
         self._timer = None
+        self.recorder = None
         self._claim()
+        if checkpoint is not None:
+            ordered = [nodes[id(processor)] for processor in processors]
+            try:
+                restored, pending = self._open_checkpoint(
+                    checkpoint, checkpoint_interval, graph, ordered)
+            except BaseException:
+                self._close()
+                raise
+            if self.recorder.finished:
+                self._close()
+                self.future.set_result(self.results)
+                return
+            feeds = self._resumed_feeds(feeds, restored, pending, ordered)
         if progress:
             from .progress import RunProgress
             self.progress = RunProgress(processors)
@@ -187,16 +201,57 @@ class _Run(object):
             self._close()
             raise
         try:
-            for node, descriptors in feeds:
-                self._feed(node, descriptors)
+            for node, descriptors, source, keys in feeds:
+                self._feed(node, descriptors, source, keys)
         except BaseException:  # KeyboardInterrupt: nothing is left running
             self.kill_all()
             self._close()
             raise
+        if self.recorder is not None:
+            self.recorder.start()
         if self.timeout is not None:
             self._timer = loop.call_later(self.timeout, self._on_timeout)
         self.future.add_done_callback(self._on_future_done)
         self._schedule()
+
+    # -- checkpoints ----------------------------------------------------------------
+
+    def _open_checkpoint(self, path, interval, graph, ordered):
+        """Open the run's checkpoint; return what an earlier run recorded in it."""
+        from .checkpoint import Recorder
+        self.recorder = recorder = Recorder(path, graph, ordered, interval, self.loop)
+        try:
+            restored, pending = recorder.load()
+        except BaseException:
+            recorder.close(write=False)
+            raise
+        for index, handles in sorted(restored.items()):
+            ordered[index].kept.extend(handles)
+        if recorder.finished:
+            recorder.close(write=False)
+            logger.warning("checkpoint=%r is of a finished run: its recorded result is returned "
+                           "and nothing runs; delete the file (or use another path) to run "
+                           "the graph again", recorder.path)
+        elif recorder.resumed:
+            logger.warning("checkpoint=%r: resuming a run that stopped; %d handles recorded, "
+                           "%d jobs to run again", recorder.path,
+                           sum(len(h) for h in restored.values()), len(pending))
+        return restored, pending
+
+    def _resumed_feeds(self, feeds, restored, pending, ordered):
+        """The feeds of a resumed run: its jobs in flight again, then untaken initial items."""
+        taken = self.recorder.taken
+        again = collections.OrderedDict()
+        for index, key, descriptor in pending:
+            keys, descriptors = again.setdefault(index, ([], []))
+            keys.append(key)
+            descriptors.append(descriptor)
+        resumed = [(ordered[index], descriptors, False, keys)
+                   for index, (keys, descriptors) in again.items()]
+        for node, descriptors, source, keys in feeds:
+            skip = taken[ordered.index(node)]
+            resumed.append((node, descriptors[skip:], source, keys))
+        return resumed
 
     # -- wiring ---------------------------------------------------------------------
 
@@ -237,9 +292,11 @@ class _Run(object):
 
     # -- the work -------------------------------------------------------------------
 
-    def _feed(self, node, descriptors):
+    def _feed(self, node, descriptors, source=False, keys=None):
         if not descriptors:
             return
+        if self.recorder is not None:
+            self.recorder.fed(node, descriptors, source, keys)
         try:
             node.port.feed(descriptors)
         except ProcessorStateError:
@@ -261,6 +318,8 @@ class _Run(object):
         if self.progress is not None:
             self.progress.fed(node.processor, len(handles))
             self.progress.done(node.processor, handles)
+        if self.recorder is not None:
+            self.recorder.collected(node, handles)
         if node.kept is not None:
             node.kept.extend(handles)
 
@@ -290,6 +349,8 @@ class _Run(object):
         """Take the ready handles of ``node``'s processor, keep and count them; return them."""
         handles = node.port.take_ready()
         if handles:
+            if self.recorder is not None:
+                self.recorder.collected(node, handles)
             if node.kept is not None:
                 node.kept.extend(handles)
             if self.progress is not None:
@@ -324,8 +385,32 @@ class _Run(object):
     # -- the end --------------------------------------------------------------------
 
     def _finish(self):
+        recorder = self.recorder
+        if recorder is not None:
+            try:
+                recorder.close(finished=True)
+            except Exception as exc:
+                from .checkpoint import CheckpointError
+                error = CheckpointError(
+                    "the run ended but its last record could not be written to checkpoint=%r "
+                    "(%s); the results are in .results, and running again resumes from the "
+                    "record before" % (recorder.path, safe_str(exc)))
+                error.__cause__ = exc
+                self._abort(error)
+                return
         self._close()
         self.future.set_result(self.results)
+
+    def _record_before_kill(self):
+        """Write what the run has done before it kills everything (kills are not recorded)."""
+        recorder = self.recorder
+        if recorder is not None:
+            try:
+                recorder.close(finished=False)
+            except Exception:
+                logger.warning("the last record of checkpoint=%r could not be written; running "
+                               "again resumes from the record before", recorder.path,
+                               exc_info=True)
 
     def _on_timeout(self):
         self._timer = None
@@ -339,6 +424,7 @@ class _Run(object):
 
     def _abort(self, error):
         """Kill everything, collect what is ready and end the run with ``error``."""
+        self._record_before_kill()
         self.kill_all()
         error.results = self.results
         self._close()
@@ -356,10 +442,13 @@ class _Run(object):
 
     def _on_future_done(self, future):
         if future.cancelled():  # the caller cancelled the run
+            self._record_before_kill()
             self.kill_all()
             self._close()
 
     def _close(self):
+        if self.recorder is not None:
+            self.recorder.close(write=False)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -415,15 +504,17 @@ def _initial_feeds(graph, initial_descriptors, nodes):
             raise ProcessorStateError(
                 "%s is %s and accepts no new jobs; give initial descriptors to processors "
                 "that are neither stopped nor killed" % (describe(processor), processor.state.value))
-        feeds.append((nodes[id(processor)], as_descriptor_list(descriptors, processor)))
+        feeds.append((nodes[id(processor)], as_descriptor_list(descriptors, processor), True, None))
     return feeds
 
 
 # -- runners --------------------------------------------------------------------------
 
 @coroutine
-def _run_async(graph, initial_descriptors, timeout, keep_results, progress):
-    run = _Run(graph, initial_descriptors, compat.current_loop(), timeout, keep_results, progress)
+def _run_async(graph, initial_descriptors, timeout, keep_results, progress, checkpoint=None,
+               checkpoint_interval=1.0):
+    run = _Run(graph, initial_descriptors, compat.current_loop(), timeout, keep_results, progress,
+               checkpoint, checkpoint_interval)
     try:
         results = yield From(run.future)
     except BaseException:
@@ -434,10 +525,12 @@ def _run_async(graph, initial_descriptors, timeout, keep_results, progress):
 
 
 def run_batch_processors_graph_async(graph, initial_descriptors, timeout=None,
-                                     keep_results=None, progress=False):
-    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool) -> Any
+                                     keep_results=None, progress=False, checkpoint=None,
+                                     checkpoint_interval=1.0):
+    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[str], float) -> Any
     """The awaitable form of `run_batch_processors_graph`, for a running loop."""
-    return _run_async(graph, initial_descriptors, timeout, keep_results, progress)
+    return _run_async(graph, initial_descriptors, timeout, keep_results, progress, checkpoint,
+                      checkpoint_interval)
 
 
 def _single_graph(batch_processor):
@@ -447,21 +540,26 @@ def _single_graph(batch_processor):
 
 
 @coroutine
-def _run_one_async(batch_processor, descriptors, timeout, keep_results, progress):
+def _run_one_async(batch_processor, descriptors, timeout, keep_results, progress,
+                   checkpoint=None, checkpoint_interval=1.0):
     try:
         results = yield From(_run_async(_single_graph(batch_processor), {batch_processor: descriptors},
-                                        timeout, keep_results, progress))
-    except RunTimeoutError as exc:
-        exc.results = exc.results[batch_processor]
+                                        timeout, keep_results, progress, checkpoint,
+                                        checkpoint_interval))
+    except BatchProcessorError as exc:
+        partial = getattr(exc, "results", None)
+        if isinstance(partial, dict) and batch_processor in partial:
+            exc.results = partial[batch_processor]
         raise
     raise Return(results[batch_processor])
 
 
 def run_batch_processor_async(batch_processor, descriptors, timeout=None, keep_results=None,
-                              progress=False):
-    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool) -> Any
+                              progress=False, checkpoint=None, checkpoint_interval=1.0):
+    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[str], float) -> Any
     """The awaitable form of `run_batch_processor`, for a running loop."""
-    return _run_one_async(batch_processor, descriptors, timeout, keep_results, progress)
+    return _run_one_async(batch_processor, descriptors, timeout, keep_results, progress,
+                          checkpoint, checkpoint_interval)
 
 
 #: The cyclic collector's first threshold while synchronous runs go on (see
@@ -548,8 +646,9 @@ def _cancel_leftovers(loop):
 
 
 def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_results=None,
-                               progress=False, loop_factory=None):
-    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[Callable[[], Any]]) -> Results
+                               progress=False, loop_factory=None, checkpoint=None,
+                               checkpoint_interval=1.0):
+    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[str], float) -> Results
     """Run ``graph`` until nothing is left to do; return ``{processor: [handles]}``.
 
     Args:
@@ -561,6 +660,11 @@ def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_re
         progress: show live progress per processor on stderr.
         loop_factory: makes the run's event loop (default: ``asyncio.new_event_loop``);
             ``uvloop.new_event_loop`` runs the graph on uvloop.
+        checkpoint: the path of an SQLite file the run records its progress in; a
+            run given the same file after a crash resumes where it was recorded
+            (see ``batch_processor.checkpoint``).
+        checkpoint_interval: seconds between two records (at least one per interval,
+            and one when the run ends).
 
     Returns:
         A dict with a key for every processor of the graph, in the graph's order,
@@ -572,25 +676,30 @@ def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_re
         ConverterError: a converter failed; every processor was killed.
         RunTimeoutError: the run took longer than ``timeout``.
         ProcessorStateError: a processor is in another running graph.
+        CheckpointError: ``checkpoint`` was written by another graph (nothing has run).
         RuntimeError: called inside a running event loop.
     """
     return _run_sync("run_batch_processors_graph", loop_factory, _run_async, graph,
-                     initial_descriptors, timeout, keep_results, progress)
+                     initial_descriptors, timeout, keep_results, progress, checkpoint,
+                     checkpoint_interval)
 
 
 def run_batch_processor(batch_processor, descriptors, timeout=None, keep_results=None,
-                        progress=False, loop_factory=None):
-    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[Callable[[], Any]]) -> Handles
+                        progress=False, loop_factory=None, checkpoint=None,
+                        checkpoint_interval=1.0):
+    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[str], float) -> Handles
     """Run one processor over ``descriptors``; return a list with one handle per descriptor.
 
     The keyword arguments are those of `run_batch_processors_graph`.
     """
     return _run_sync("run_batch_processor", loop_factory, _run_one_async, batch_processor,
-                     descriptors, timeout, keep_results, progress)
+                     descriptors, timeout, keep_results, progress, checkpoint,
+                     checkpoint_interval)
 
 
 def run_batch_processor_single(batch_processor, descriptor, timeout=None, keep_results=None,
-                               progress=False, loop_factory=None):
+                               progress=False, loop_factory=None, checkpoint=None,
+                               checkpoint_interval=1.0):
     # type: (AbstractBatchProcessor, Any, Optional[float], Kept, bool, Optional[Callable[[], Any]]) -> Optional[BatchProcessorResultHandle]
     """Run one processor over one descriptor; return its handle (legacy convenience).
 
@@ -599,5 +708,6 @@ def run_batch_processor_single(batch_processor, descriptor, timeout=None, keep_r
     """
     handles = run_batch_processor(batch_processor, [descriptor], timeout=timeout,
                                   keep_results=keep_results, progress=progress,
-                                  loop_factory=loop_factory)
+                                  loop_factory=loop_factory, checkpoint=checkpoint,
+                                  checkpoint_interval=checkpoint_interval)
     return handles[0] if handles else None

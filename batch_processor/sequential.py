@@ -51,6 +51,8 @@ class SequentialRuntime(Runtime):
     one turn join one batch.
     """
 
+    settles_at_end = True
+
     def __init__(self, processor):
         Runtime.__init__(self, processor)
         self.reset()

@@ -1,0 +1,180 @@
+"""Durable runs: a run killed at any point resumes from its checkpoint, each job run once.
+
+The crash campaign runs ``checkpoint_search.py`` (a seeded proposer, a trainer and a
+leaderboard in a cycle) in child processes that kill themselves with SIGKILL at a
+seeded job or in the middle of a record, or interrupt themselves with SIGINT, and
+relaunches them until one finishes: the result must be the uninterrupted run's.
+"""
+from __future__ import absolute_import, division, print_function
+
+import json
+import logging
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+import helpers
+from batch_processor import (
+    BatchProcessorsGraph, CheckpointError, SeparateBatchProcessorSynchronous,
+    SequentialBatchProcessorSynchronous, run_batch_processor, run_batch_processors_graph)
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoint_search.py")
+TRIALS = 6 * 8
+
+
+def launch(tmpdir, **env):
+    child_env = dict(os.environ)
+    child_env.update(JOBS_LOG=str(tmpdir.join("jobs.log")),
+                     PYTHONPATH=os.pathsep.join([helpers.REPO_ROOT, child_env.get("PYTHONPATH", "")]))
+    child_env.update((k, str(v)) for k, v in env.items())
+    child = subprocess.Popen([sys.executable, SCRIPT, str(tmpdir.join("run.sqlite"))],
+                             env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = child.communicate()
+    return child.returncode, out.decode(), err.decode()
+
+
+def jobs_run(tmpdir):
+    path = tmpdir.join("jobs.log")
+    return path.read().splitlines() if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def reference(tmpdir_factory):
+    tmpdir = tmpdir_factory.mktemp("reference")
+    code, out, err = launch(tmpdir)
+    assert code == 0, err
+    assert len(jobs_run(tmpdir)) == TRIALS
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_run_killed_again_and_again_resumes_to_the_same_result(tmpdir, reference, seed):
+    rng = random.Random(seed)
+    kills = 0
+    for launches in range(60):
+        how = rng.choice(["job", "job", "record", "interrupt"])
+        env = {}
+        if how == "record":
+            env["KILL_IN_RECORD"] = rng.randint(1, 6)
+        else:
+            env["KILL_AT_JOB"] = rng.randint(1, 12)
+            if how == "interrupt":
+                env["KILL_SIGNAL"] = "SIGINT"
+        code, out, err = launch(tmpdir, **env)
+        if code == 0:
+            break
+        kills += 1
+        assert "Traceback" not in err or "KeyboardInterrupt" in err, err
+    else:
+        pytest.fail("the run did not finish in 60 launches")
+    assert json.loads(out) == reference
+    ran = jobs_run(tmpdir)
+    assert set(ran) == set("%d %d" % tuple(t) for t in reference["trials"])
+    # A launch killed at a job runs at most 12 of the 48 jobs: had the kills thrown
+    # the work away, the run could never have finished. How many ran twice (jobs in
+    # flight, or ended after the last record, at a kill) depends on timing.
+    print("seed %d: %d launches, %d kills, %d jobs run twice"
+          % (seed, launches + 1, kills, len(ran) - TRIALS))
+
+
+def test_a_finished_checkpoint_returns_its_result_and_runs_nothing(tmpdir, reference):
+    code, out, _ = launch(tmpdir)
+    assert code == 0 and len(jobs_run(tmpdir)) == TRIALS
+    code, again, err = launch(tmpdir)
+    assert code == 0 and json.loads(again)["outcomes"] == reference["outcomes"]
+    assert len(jobs_run(tmpdir)) == TRIALS  # nothing ran again
+
+
+class Square(SeparateBatchProcessorSynchronous):
+    def __init__(self, **kwargs):
+        super(Square, self).__init__(**kwargs)
+        self.calls = 0
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        self.calls += 1
+        return job_descriptor * job_descriptor
+
+
+class Batches(SequentialBatchProcessorSynchronous):
+    def _run_batch_synchronous(self, job_descriptors):
+        return list(job_descriptors)
+
+
+def test_a_checkpoint_of_another_graph_is_refused_before_anything_runs(tmpdir):
+    path = str(tmpdir.join("run.sqlite"))
+    run_batch_processor(Square(), [1, 2], checkpoint=path)
+    other = Square(name="renamed")
+    with pytest.raises(CheckpointError) as info:
+        run_batch_processor(other, [1, 2], checkpoint=path)
+    assert "renamed" in str(info.value) and "delete the file" in str(info.value).lower()
+    assert other.calls == 0
+    graph = BatchProcessorsGraph()
+    first, second = Square(), Batches()
+    graph.add_connected_processors(first, second, lambda *handles: [])
+    with pytest.raises(CheckpointError) as info:
+        run_batch_processors_graph(graph, {first: [1]}, checkpoint=path)
+    assert "2 processors" in str(info.value) or "processors" in str(info.value)
+    assert first.calls == 0
+
+
+def test_a_finished_single_processor_run_returns_its_handles(tmpdir, caplog):
+    path = str(tmpdir.join("run.sqlite"))
+    first = run_batch_processor(Square(), [1, 2, 3], checkpoint=path)
+    again = Square()
+    with caplog.at_level(logging.WARNING, logger="batch_processor"):
+        handles = run_batch_processor(again, [1, 2, 3], checkpoint=path)
+    assert again.calls == 3  # the recorded state: no job of this run called it
+    assert sorted(h.future.result() for h in handles) == sorted(h.future.result() for h in first)
+    assert any("finished run" in record.getMessage() for record in caplog.records)
+
+
+class Unpicklable(object):
+    def __reduce__(self):
+        raise TypeError("not today")
+
+
+class GivesUnpicklable(SeparateBatchProcessorSynchronous):
+    def _run_one_job_synchronous(self, job_descriptor):
+        return Unpicklable() if job_descriptor == 2 else job_descriptor
+
+
+def test_an_outcome_that_cannot_be_pickled_is_recorded_as_a_failure(tmpdir, caplog):
+    path = str(tmpdir.join("run.sqlite"))
+    with caplog.at_level(logging.WARNING, logger="batch_processor"):
+        live = run_batch_processor(GivesUnpicklable(), [1, 2], checkpoint=path)
+    assert any(isinstance(h.future.result(), Unpicklable) for h in live)  # the live run had it
+    assert any("cannot be pickled" in record.getMessage() for record in caplog.records)
+    resumed = run_batch_processor(GivesUnpicklable(), [1, 2], checkpoint=path)
+    outcomes = dict((h.descriptor, helpers.outcome(h)) for h in resumed)
+    assert outcomes[1] == ("ok", 1)
+    assert outcomes[2][0] == "failed" and "could not be recorded" in str(outcomes[2][1])
+
+
+def test_recorded_exceptions_and_cancellations_come_back(tmpdir):
+    path = str(tmpdir.join("run.sqlite"))
+
+    class Fails(SeparateBatchProcessorSynchronous):
+        def _run_one_job_synchronous(self, job_descriptor):
+            raise ValueError("bad %d" % job_descriptor)
+
+    run_batch_processor(Fails(), [1], checkpoint=path)
+    handles = run_batch_processor(Fails(), [1], checkpoint=path)
+    kind, exc = helpers.outcome(handles[0])
+    assert kind == "failed" and isinstance(exc, ValueError) and "bad 1" in str(exc)
+
+
+def test_the_checkpoint_interval_is_validated(tmpdir):
+    for bad in (0, -1, float("nan"), float("inf"), True, "1"):
+        with pytest.raises((ValueError, TypeError)):
+            run_batch_processor(Square(), [1], checkpoint=str(tmpdir.join("x.sqlite")),
+                                checkpoint_interval=bad)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmpdir):
+    path = tmpdir.join("junk")
+    path.write("this is not a database" * 100)
+    with pytest.raises(CheckpointError):
+        run_batch_processor(Square(), [1], checkpoint=str(path))
