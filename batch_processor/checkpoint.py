@@ -152,10 +152,12 @@ class Recorder(object):
         self.next_key = 0
         self.next_record = 0
         self.taken = [0] * len(nodes)
-        self.new_fed = []  # (key, node index, descriptor) fed since the last record
-        self.unwritten = set()  # keys of new_fed still in flight
-        self.in_flight = {}  # (node index, id(descriptor)) -> [keys]
-        self.ended_keys = []  # keys written as in flight, ended since the last record
+        self.new_fed = []  # (first key, node index, descriptors) fed since the last record
+        # Per node, id(descriptor) -> key of the jobs in flight: a fed descriptor is
+        # alive (its processor or its handle holds it) until the run collects it.
+        self.in_flight = [{} for _ in nodes]
+        self.duplicates = {}  # (node index, id) -> [keys] of an object fed more than once
+        self.ended_keys = []  # keys of jobs collected since the last record (not kept)
         self.new_handles = {}  # node index -> [(key, handle)]
         self.dirty = set()  # node indexes whose state is to be recorded
         self.latest = {}  # node index -> state pickled when its last batch ended
@@ -265,51 +267,60 @@ class Recorder(object):
         self.timer = self.loop.call_later(self.interval, self._on_timer)
 
     def fed(self, node, descriptors, source=False, keys=None):
+        """``descriptors`` (a list) were fed to ``node``; ``keys``: their keys, if resumed."""
         index = self.index[id(node)]
         if source:
             self.taken[index] += len(descriptors)
-        in_flight = self.in_flight
         if keys is None:
             start = self.next_key
             self.next_key += len(descriptors)
             keys = range(start, start + len(descriptors))
-            new = True
-        else:
-            new = False
-        for key, descriptor in zip(keys, descriptors):
-            slot = (index, id(descriptor))
-            held = in_flight.get(slot)
-            if held is None:
-                in_flight[slot] = [key, descriptor]
+            self.new_fed.append((start, index, descriptors))
+        in_flight = self.in_flight[index]
+        ids = list(map(id, descriptors))
+        duplicates = self.duplicates
+        if (not duplicates and len(set(ids)) == len(ids)
+                and six.viewkeys(in_flight).isdisjoint(ids)):
+            in_flight.update(zip(ids, keys))
+            return
+        for ident, key in zip(ids, keys):  # an object fed more than once: a list of keys
+            slot = (index, ident)
+            held = duplicates.get(slot)
+            if held is not None:
+                held.append(key)
+            elif ident in in_flight:
+                duplicates[slot] = [in_flight.pop(ident), key]
             else:
-                held.insert(len(held) - 1, key)
-            if new:
-                self.new_fed.append((key, index, descriptor))
-                self.unwritten.add(key)
+                in_flight[ident] = key
 
     def collected(self, node, handles):
+        """``node``'s processor gave back ``handles``."""
         index = self.index[id(node)]
-        in_flight, unwritten = self.in_flight, self.unwritten
-        kept = node.kept is not None
-        recorded = self.new_handles.setdefault(index, []) if kept else None
-        for handle in handles:
-            slot = (index, id(handle.descriptor))
-            held = in_flight.get(slot)
-            key = None
-            if held is not None:
-                key = held.pop(0)
-                if len(held) == 1:
-                    del in_flight[slot]
-                if key in unwritten:
-                    unwritten.discard(key)  # fed and ended within one record: never written
-                elif not kept:
-                    self.ended_keys.append(key)
-            if kept:
-                recorded.append((key, handle))
+        in_flight = self.in_flight[index]
+        pop = in_flight.pop
+        keys = [pop(id(handle.descriptor), None) for handle in handles]
+        if self.duplicates:
+            keys = self._deduplicated(index, handles, keys)
+        if node.kept is not None:
+            self.new_handles.setdefault(index, []).extend(zip(keys, handles))
+        else:
+            self.ended_keys.extend(keys)
         self.dirty.add(index)
         state = self.latest.get(index)
         if state is not None:  # the state after the last batch whose handles these are
             self.states[index] = state
+
+    def _deduplicated(self, index, handles, keys):
+        duplicates = self.duplicates
+        for position, handle in enumerate(handles):
+            if keys[position] is None:
+                slot = (index, id(handle.descriptor))
+                held = duplicates.get(slot)
+                if held:
+                    keys[position] = held.pop(0)
+                    if not held:
+                        del duplicates[slot]
+        return keys
 
     def batch_ended(self, node):
         """A Sequential processor's batch ended: its state now matches its handles."""
@@ -334,9 +345,7 @@ class Recorder(object):
         """Write one record: what changed since the previous one."""
         record = self.next_record
         self.next_record += 1
-        fed = [item for item in self.new_fed if item[0] in self.unwritten]
-        self.new_fed = []
-        self.unwritten = set()
+        new_fed, self.new_fed = self.new_fed, []
         ended, self.ended_keys = self.ended_keys, []
         new_handles, self.new_handles = self.new_handles, {}
         dirty, self.dirty = self.dirty, set()
@@ -349,6 +358,20 @@ class Recorder(object):
                 blob = self._state_of(self.nodes[index])
             if blob is not None:
                 rows_states.append((index, blob))
+        if new_fed:
+            # Jobs fed and ended within this record are never written.
+            first = new_fed[0][0]
+            done = set(key for key in ended if key is not None and key >= first)
+            for items in new_handles.values():
+                done.update(key for key, _ in items if key is not None and key >= first)
+            ended = [key for key in ended if key is not None and key < first]
+            fed = [(start + offset, index, descriptor)
+                   for start, index, descriptors in new_fed
+                   for offset, descriptor in enumerate(descriptors)
+                   if start + offset not in done]
+        else:
+            fed = []
+            ended = [key for key in ended if key is not None]
         fed_blob = self._fed_blob(fed) if fed else None
         with self.transaction():
             db = self.db

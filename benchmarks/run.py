@@ -593,6 +593,51 @@ def memory_child(kind, n):
     print(json.dumps({"kind": kind, "n": n, "base_kb": base, "peak_kb": max_rss_kb()}))
 
 
+def workload_checkpoint(suite):
+    """Workload 2 with ``checkpoint=`` (default interval) against the same run without it."""
+    import shutil
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+    n = suite.sizes.sync_n
+    descriptors = list(range(n))
+    folder = tempfile.mkdtemp(prefix="bp-bench-")
+    pool = ThreadPoolExecutor(4)
+    runs = [0]
+    try:
+        def chain(checkpoint):
+            processors = [workloads.IncrementInExecutor(pool) for _ in range(3)]
+            graph = BatchProcessorsGraph()
+            for source, destination in zip(processors, processors[1:]):
+                graph.add_connected_processors(source, destination, workloads.results_of)
+            seconds, results = timed(run_batch_processors_graph, graph,
+                                     {processors[0]: descriptors}, None, None, False, None,
+                                     checkpoint)
+            for index, processor in enumerate(processors):
+                workloads.check_handles(results[processor], index + 1, n,
+                                        "checkpointed, processor %d" % (index + 1))
+            return seconds
+
+        def plain():
+            return chain(None)
+
+        def recorded():
+            runs[0] += 1
+            return chain(os.path.join(folder, "run%d.sqlite" % runs[0]))
+
+        measure([("plain", plain), ("recorded", recorded)], 1)  # warm the pool's threads up
+        best = measure([("plain", plain), ("recorded", recorded)], suite.sizes.sync_repeats)
+        resumed = measure([("resume", lambda: chain(os.path.join(folder, "run1.sqlite")))], 1)
+    finally:
+        pool.shutdown(wait=True)
+        shutil.rmtree(folder, ignore_errors=True)
+    name = "8 W2 with checkpoint="
+    suite.row(name, "library, no checkpoint", n, best["plain"], 3)
+    suite.row(name, "library, checkpoint", n, best["recorded"], 3, "no checkpoint",
+              best["recorded"] / best["plain"], Target(1.3))
+    suite.row(name, "resume a finished one", n, unit="s", value=float(resumed["resume"]),
+              target=Target(2.0), ratio=float(resumed["resume"]), ref="seconds")
+
+
 WORKLOADS = [
     ("1", workload_1),
     ("2", workload_2),
@@ -601,6 +646,7 @@ WORKLOADS = [
     ("5", workload_5),
     ("6", workload_6),
     ("7", workload_7),
+    ("8", workload_checkpoint),
 ]
 
 

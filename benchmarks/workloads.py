@@ -49,6 +49,8 @@ class Increment(SeparateBatchProcessor):
 class IncrementInExecutor(SeparateBatchProcessorSynchronous):
     """A trivial job in a shared executor given at construction."""
 
+    _bp_not_pickled = ("executor",)  # the pool stays with the process (and out of checkpoints)
+
     def __init__(self, executor, **options):
         super(IncrementInExecutor, self).__init__(**options)
         self.executor = executor

@@ -178,3 +178,14 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmpdir):
     path.write("this is not a database" * 100)
     with pytest.raises(CheckpointError):
         run_batch_processor(Square(), [1], checkpoint=str(path))
+
+
+def test_one_object_fed_many_times_is_recorded_once_per_job(tmpdir):
+    path = str(tmpdir.join("run.sqlite"))
+    same = ("config", 1)
+    first = run_batch_processor(Square(), [3, 3, 3], checkpoint=path)
+    assert [h.future.result() for h in first] == [9, 9, 9]
+    again = run_batch_processor(Square(), [3, 3, 3], checkpoint=path)
+    assert [h.future.result() for h in again] == [9, 9, 9]
+    recorded = run_batch_processor(Batches(), [same, same], checkpoint=str(tmpdir.join("b")))
+    assert [h.descriptor for h in recorded] == [same, same]
