@@ -279,8 +279,8 @@ class Recorder(object):
         in_flight = self.in_flight[index]
         ids = list(map(id, descriptors))
         duplicates = self.duplicates
-        if (not duplicates and len(set(ids)) == len(ids)
-                and six.viewkeys(in_flight).isdisjoint(ids)):
+        distinct = set(ids)
+        if not duplicates and len(distinct) == len(ids) and not six.viewkeys(in_flight) & distinct:
             in_flight.update(zip(ids, keys))
             return
         for ident, key in zip(ids, keys):  # an object fed more than once: a list of keys
