@@ -386,7 +386,7 @@ def test_a_raising_source_in_a_stream():
 
 # -- KeyboardInterrupt.results ---------------------------------------------------------
 
-INTERRUPT_SCRIPT = """
+INTERRUPT_SCRIPT = """from __future__ import print_function
 import os, signal, threading
 from batch_processor import SeparateBatchProcessorSynchronous, run_batch_processor, {runner}
 
