@@ -186,6 +186,8 @@ class _Run(object):
         feeds = _initial_feeds(graph, initial_descriptors, nodes, lazy=self.max_in_flight is not None)
         self._sources = collections.deque()  # [node, iterator] still to read, lazily
         if self.max_in_flight is not None:
+            order = dict((id(processor), i) for i, processor in enumerate(processors))
+            feeds.sort(key=lambda feed: order[id(feed[0].processor)])  # the graph's order
             self._sources.extend([node, iterator] for node, iterator in feeds)
             feeds = []
         self.progress = None
