@@ -374,6 +374,8 @@ class _Run(object):
         handles = node.port.take_ready()
         if handles:
             self.in_flight -= len(handles)
+            if self.in_flight < 0:  # jobs fed by hand before the run started
+                self.in_flight = 0
             if node.kept is not None:
                 self._deliver(node, handles)
             if self.progress is not None:
