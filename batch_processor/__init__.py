@@ -13,11 +13,14 @@ Dask) are imported only when asked for.
 from __future__ import absolute_import, division, print_function
 
 import logging
+import sys
 
 from .checkpoint import CheckpointError
 from .compat import CancelledError
 from .execution import (
     BatchProcessorsGraph,
+    iter_batch_processor,
+    iter_batch_processors_graph,
     run_batch_processor,
     run_batch_processor_async,
     run_batch_processor_single,
@@ -34,6 +37,7 @@ from .interface import (
     ProcessorState,
     ProcessorStateError,
     RunTimeoutError,
+    SourceError,
 )
 from .separate import RetryPolicy, SeparateBatchProcessor, SeparateBatchProcessorSynchronous
 from .sequential import SequentialBatchProcessor, SequentialBatchProcessorSynchronous
@@ -61,10 +65,18 @@ __all__ = [
     "SeparateBatchProcessorSynchronous",
     "SequentialBatchProcessor",
     "SequentialBatchProcessorSynchronous",
+    "SourceError",
     "UnsafeThreadPoolExecutor",
+    "iter_batch_processor",
+    "iter_batch_processors_graph",
     "run_batch_processor",
     "run_batch_processor_async",
     "run_batch_processor_single",
     "run_batch_processors_graph",
     "run_batch_processors_graph_async",
 ]
+
+if sys.version_info[0] >= 3:
+    from ._execution_py3 import iter_batch_processor_async, iter_batch_processors_graph_async
+
+    __all__ += ["iter_batch_processor_async", "iter_batch_processors_graph_async"]

@@ -20,6 +20,7 @@ import functools
 
 import six
 
+from .interface import processor_labels, processor_name
 from .progress import count_outcomes
 
 __all__ = ["LEGEND", "converter_name", "dot_quote", "graph_to_dot", "processor_labels",
@@ -27,25 +28,6 @@ __all__ = ["LEGEND", "converter_name", "dot_quote", "graph_to_dot", "processor_l
 
 if False:  # type checkers only: typing is not in Python 2's standard library
     from typing import Any, List, Mapping, Optional, Set, Tuple  # noqa: F401
-
-
-def processor_name(processor):
-    # type: (Any) -> str
-    """What a picture calls ``processor``: its ``name``, or its class name without one."""
-    name = getattr(processor, "name", None)
-    if isinstance(name, six.string_types) and name:
-        return name
-    return type(processor).__name__
-
-
-def processor_labels(processors):
-    # type: (Any) -> List[str]
-    """The labels of ``processors``, in order: `processor_name`, with a short identity
-    (``Name@9a79d0``) for the processors whose name another one of the list shares."""
-    processors = list(processors)
-    names = [processor_name(processor) for processor in processors]
-    return [name if names.count(name) == 1 else "%s@%x" % (name, id(processor) & 0xFFFFFF)
-            for name, processor in zip(names, processors)]
 
 
 def converter_name(converter):

@@ -13,9 +13,11 @@ on the caller's loop.
 from __future__ import absolute_import, division, print_function
 
 import collections
+import itertools
 import gc
 import logging
 import numbers
+import operator
 import threading
 
 import six
@@ -27,11 +29,14 @@ from .compat import CancelledError, From, Return, asyncio, coroutine
 from .interface import (
     AbstractBatchProcessor, BatchProcessorError, ConverterError, GraphError, Handle,
     BatchProcessorResultHandle, ProcessorState, ProcessorStateError, RunTimeoutError,
-    as_descriptor_list, describe, processor_name, safe_repr, safe_str)
+    SourceError, as_descriptor_list, describe, processor_labels, processor_name, safe_repr,
+    safe_str)
 
 __all__ = [
     "GC_THRESHOLD",
     "BatchProcessorsGraph",
+    "iter_batch_processor",
+    "iter_batch_processors_graph",
     "run_batch_processor",
     "run_batch_processor_async",
     "run_batch_processor_single",
@@ -145,14 +150,30 @@ class _Node(object):
 
 
 class _Run(object):
-    """One run of a graph on ``loop``; ``future`` gets the result dict."""
+    """One run of a graph on ``loop``; ``future`` gets the result dict.
+
+    Two extension points:
+
+    * ``sink``: ``None`` keeps the handles of the kept processors in the result
+      lists. A callable ``sink(processor, handles)`` gets them instead, as soon as
+      they are collected (the result lists then stay empty): the streaming runners
+      consume handles this way.
+    * ``max_in_flight``: ``None`` reads the initial iterables whole at the start. An
+      integer ``n`` keeps them as iterators (``_sources``) and reads them lazily,
+      round-robin, while fewer than ``n`` jobs are in flight (``in_flight``: fed and
+      not yet collected); see `_refill`.
+    """
 
     def __init__(self, graph, initial_descriptors, loop, timeout=None, keep_results=None,
-                 progress=False, checkpoint=None, checkpoint_interval=1.0):
+                 progress=False, max_in_flight=None, sink=None, checkpoint=None,
+                 checkpoint_interval=1.0):
         if not isinstance(graph, BatchProcessorsGraph):
             raise TypeError("expected a BatchProcessorsGraph, got %r" % (graph,))
         self.loop = loop
         self.timeout = _check_timeout(timeout)
+        self.max_in_flight = _check_max_in_flight(max_in_flight)
+        self.sink = sink
+        self.in_flight = 0  # jobs fed by this run and not yet collected
         processors = graph.processors
         kept_ids = _kept_ids(graph, keep_results)
         self.results = collections.OrderedDict()
@@ -165,7 +186,13 @@ class _Run(object):
         for source, destination, converter in graph.edges:
             nodes[id(source)].out.append((nodes[id(destination)], converter))
         self.nodes = nodes
-        feeds = _initial_feeds(graph, initial_descriptors, nodes)
+        feeds = _initial_feeds(graph, initial_descriptors, nodes, lazy=self.max_in_flight is not None)
+        self._sources = collections.deque()  # [node, iterator] still to read, lazily
+        if self.max_in_flight is not None:
+            order = dict((id(processor), i) for i, processor in enumerate(processors))
+            feeds.sort(key=lambda feed: order[id(feed[0].processor)])  # the graph's order
+            self._sources.extend([node, iterator] for node, iterator, _, _ in feeds)
+            feeds = []
         self.progress = None
         self.future = compat.new_future(loop)
         self._dirty = collections.deque()
@@ -251,6 +278,8 @@ class _Run(object):
         for node, descriptors, source, keys in feeds:
             skip = taken[ordered.index(node)]
             resumed.append((node, descriptors[skip:], source, keys))
+        for entry in self._sources:  # lazy sources: skip what the first run took
+            entry[1] = itertools.islice(entry[1], taken[ordered.index(entry[0])], None)
         return resumed
 
     # -- wiring ---------------------------------------------------------------------
@@ -302,6 +331,7 @@ class _Run(object):
         except ProcessorStateError:
             self._refuse(node, descriptors)
             return
+        self.in_flight += len(descriptors)
         if self.progress is not None:
             self.progress.fed(node.processor, len(descriptors))
         self._busy.add(node)
@@ -321,7 +351,63 @@ class _Run(object):
         if self.recorder is not None:
             self.recorder.collected(node, handles)
         if node.kept is not None:
+            self._deliver(node, handles)
+
+    def _deliver(self, node, handles):
+        """Hand the collected ``handles`` of a kept processor to the result or the sink."""
+        if self.sink is None:
             node.kept.extend(handles)
+        else:
+            self.sink(node.processor, handles)
+
+    def _refill(self):
+        """Read the lazy sources, round-robin, while fewer than ``max_in_flight`` jobs
+        are in flight; feed what was read. False when a source raised (the run is over)."""
+        sources = self._sources
+        while sources and self.in_flight < self.max_in_flight:
+            budget = self.max_in_flight - self.in_flight
+            batches = collections.OrderedDict()  # node id -> (node, descriptors)
+            failure = None
+            while budget > 0 and sources:
+                entry = sources[0]
+                try:
+                    descriptor = next(entry[1])
+                except StopIteration:
+                    sources.popleft()
+                    continue
+                except Exception as exc:  # the user's iterable: the run stops
+                    sources.clear()
+                    failure = (entry[0], exc)
+                    break
+                except BaseException:  # KeyboardInterrupt raised while reading
+                    sources.clear()
+                    self.kill_all()
+                    self._close()
+                    raise
+                sources.rotate(-1)
+                node = entry[0]
+                batch = batches.get(id(node))
+                if batch is None:
+                    batch = batches[id(node)] = (node, [])
+                batch[1].append(descriptor)
+                budget -= 1
+            for node, descriptors in six.itervalues(batches):
+                self._feed(node, descriptors, True)
+            if failure is not None:
+                self._abort(self._source_error(*failure))
+                return False
+        return True
+
+    def _source_error(self, node, exc):
+        error = SourceError(
+            "the initial descriptors for %s raised %s while the run read them; the run was "
+            "stopped, every processor killed, and the partial results are in .results. "
+            "Make the iterable for %s end without raising (catch errors inside the "
+            "generator), or give a list" % (
+                describe(node.processor), safe_str(exc), describe(node.processor)),
+            processor=node.processor, original=exc)
+        error.__cause__ = exc
+        return error
 
     def _step(self):
         self._scheduled = False
@@ -342,7 +428,9 @@ class _Run(object):
         except _ConverterFailure as failure:
             self._abort(failure.error)
             return
-        if not busy:
+        if self._sources and not self._refill():
+            return
+        if not busy and not self._sources:
             self._finish()
 
     def _collect(self, node):
@@ -351,8 +439,11 @@ class _Run(object):
         if handles:
             if self.recorder is not None:
                 self.recorder.collected(node, handles)
+            self.in_flight -= len(handles)
+            if self.in_flight < 0:  # jobs fed by hand before the run started
+                self.in_flight = 0
             if node.kept is not None:
-                node.kept.extend(handles)
+                self._deliver(node, handles)
             if self.progress is not None:
                 self.progress.done(node.processor, handles)
         return handles
@@ -416,7 +507,10 @@ class _Run(object):
         self._timer = None
         if self.future.done():
             return
-        busy = sorted(set(type(node.processor).__name__ for node in self._busy))
+        labels = processor_labels(node.processor for node in six.itervalues(self.nodes))
+        busy_ids = set(id(node) for node in self._busy)
+        busy = sorted(set(label for node, label in zip(six.itervalues(self.nodes), labels)
+                          if id(node) in busy_ids))
         self._abort(RunTimeoutError(
             "the run did not end within timeout=%s s; every processor was killed and the "
             "partial results are in .results; still busy: %s"
@@ -439,6 +533,16 @@ class _Run(object):
             self._collect(node)
         self._dirty.clear()
         self._busy.clear()
+        self._sources.clear()
+
+    def cancel(self):
+        """End the run at once from outside (a stream closed early): kill every
+        processor, release them all, and cancel ``future``."""
+        if self.future.done():
+            return
+        self.kill_all()
+        self._close()
+        self.future.cancel()
 
     def _on_future_done(self, future):
         if future.cancelled():  # the caller cancelled the run
@@ -486,7 +590,28 @@ def _kept_ids(graph, keep_results):
     return kept
 
 
-def _initial_feeds(graph, initial_descriptors, nodes):
+def _check_max_in_flight(max_in_flight):
+    if max_in_flight is not None and (
+            not isinstance(max_in_flight, numbers.Integral) or isinstance(max_in_flight, bool)
+            or max_in_flight < 1):
+        raise ValueError(
+            "max_in_flight=%s: give None (read the initial descriptors whole at the start) "
+            "or an int >= 1 (jobs in flight at most while they are read)"
+            % safe_repr(max_in_flight))
+    return max_in_flight
+
+
+def _lazy_iterator(descriptors, processor):
+    """``iter(descriptors)``, with `as_descriptor_list`'s errors for what is not iterable."""
+    if isinstance(descriptors, (six.string_types, bytes)):
+        as_descriptor_list(descriptors, processor)  # raises its TypeError
+    try:
+        return iter(descriptors)
+    except TypeError:
+        return as_descriptor_list(descriptors, processor)  # raises its TypeError
+
+
+def _initial_feeds(graph, initial_descriptors, nodes, lazy=False):
     if initial_descriptors is None:
         initial_descriptors = {}
     if not hasattr(initial_descriptors, "items"):
@@ -504,17 +629,20 @@ def _initial_feeds(graph, initial_descriptors, nodes):
             raise ProcessorStateError(
                 "%s is %s and accepts no new jobs; give initial descriptors to processors "
                 "that are neither stopped nor killed" % (describe(processor), processor.state.value))
-        feeds.append((nodes[id(processor)], as_descriptor_list(descriptors, processor), True, None))
+        if lazy:
+            feeds.append((nodes[id(processor)], _lazy_iterator(descriptors, processor), True, None))
+        else:
+            feeds.append((nodes[id(processor)], as_descriptor_list(descriptors, processor), True, None))
     return feeds
 
 
 # -- runners --------------------------------------------------------------------------
 
 @coroutine
-def _run_async(graph, initial_descriptors, timeout, keep_results, progress, checkpoint=None,
-               checkpoint_interval=1.0):
-    run = _Run(graph, initial_descriptors, compat.current_loop(), timeout, keep_results, progress,
-               checkpoint, checkpoint_interval)
+def _run_async(graph, initial_descriptors, holder=None, **options):
+    run = _Run(graph, initial_descriptors, compat.current_loop(), **options)
+    if holder is not None:  # the synchronous runner reads the partial result on Ctrl-C
+        holder.append(run)
     try:
         results = yield From(run.future)
     except BaseException:
@@ -525,12 +653,13 @@ def _run_async(graph, initial_descriptors, timeout, keep_results, progress, chec
 
 
 def run_batch_processors_graph_async(graph, initial_descriptors, timeout=None,
-                                     keep_results=None, progress=False, checkpoint=None,
-                                     checkpoint_interval=1.0):
-    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[str], float) -> Any
+                                     keep_results=None, progress=False, max_in_flight=None,
+                                     checkpoint=None, checkpoint_interval=1.0):
+    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[int], Optional[str], float) -> Any
     """The awaitable form of `run_batch_processors_graph`, for a running loop."""
-    return _run_async(graph, initial_descriptors, timeout, keep_results, progress, checkpoint,
-                      checkpoint_interval)
+    return _run_async(graph, initial_descriptors, timeout=timeout, keep_results=keep_results,
+                      progress=progress, max_in_flight=max_in_flight, checkpoint=checkpoint,
+                      checkpoint_interval=checkpoint_interval)
 
 
 def _single_graph(batch_processor):
@@ -540,12 +669,10 @@ def _single_graph(batch_processor):
 
 
 @coroutine
-def _run_one_async(batch_processor, descriptors, timeout, keep_results, progress,
-                   checkpoint=None, checkpoint_interval=1.0):
+def _run_one_async(batch_processor, descriptors, holder=None, **options):
     try:
         results = yield From(_run_async(_single_graph(batch_processor), {batch_processor: descriptors},
-                                        timeout, keep_results, progress, checkpoint,
-                                        checkpoint_interval))
+                                        holder, **options))
     except BatchProcessorError as exc:
         partial = getattr(exc, "results", None)
         if isinstance(partial, dict) and batch_processor in partial:
@@ -555,11 +682,14 @@ def _run_one_async(batch_processor, descriptors, timeout, keep_results, progress
 
 
 def run_batch_processor_async(batch_processor, descriptors, timeout=None, keep_results=None,
-                              progress=False, checkpoint=None, checkpoint_interval=1.0):
-    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[str], float) -> Any
+                              progress=False, max_in_flight=None, checkpoint=None,
+                              checkpoint_interval=1.0):
+    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[int], Optional[str], float) -> Any
     """The awaitable form of `run_batch_processor`, for a running loop."""
-    return _run_one_async(batch_processor, descriptors, timeout, keep_results, progress,
-                          checkpoint, checkpoint_interval)
+    return _run_one_async(batch_processor, descriptors, timeout=timeout,
+                          keep_results=keep_results, progress=progress,
+                          max_in_flight=max_in_flight, checkpoint=checkpoint,
+                          checkpoint_interval=checkpoint_interval)
 
 
 #: The cyclic collector's first threshold while synchronous runs go on (see
@@ -607,32 +737,46 @@ class _RelaxedGC(object):
 _relaxed_gc = _RelaxedGC()
 
 
-def _run_sync(name, loop_factory, coroutine_function, *args):
+def _check_no_running_loop(name):
     if compat.running_loop() is not None:
         raise RuntimeError(
             "%s() cannot run inside a running event loop; use %s_async() there "
             "(`await %s_async(...)`, or `yield From(%s_async(...))` with trollius)"
             % (name, name, name, name))
+
+
+def _run_sync(name, loop_factory, shape, coroutine_function, *args, **options):
+    """Run ``coroutine_function(*args)`` on a loop of its own; ``shape(run.results)`` is
+    the partial result a `KeyboardInterrupt` carries in ``.results``."""
+    _check_no_running_loop(name)
     loop = (loop_factory or asyncio.new_event_loop)()
     token = compat.enter_loop(loop)
+    holder = []  # type: List[_Run]
+    interrupted = None
     try:
         with _relaxed_gc:
-            task = compat.as_future(coroutine_function(*args), loop)
+            task = compat.as_future(coroutine_function(*args, holder=holder, **options), loop)
             with InterruptibleRun(loop, task) as interrupt:
                 try:
                     result = compat.run_until_complete(loop, task)
+                except KeyboardInterrupt as exc:
+                    interrupted = exc
                 except BaseException:
                     if not interrupt.requested:
                         raise
             if interrupt.requested:  # Ctrl-C: the run was cancelled, every processor killed
-                raise KeyboardInterrupt
-            return result
+                interrupted = KeyboardInterrupt()
+            if interrupted is None:
+                return result
     finally:
         try:
             _cancel_leftovers(loop)
         finally:
             loop.close()
             compat.leave_loop(token)
+    if holder:  # the lists are the run's own: complete now that every processor was killed
+        interrupted.results = shape(holder[0].results)
+    raise interrupted
 
 
 def _cancel_leftovers(loop):
@@ -645,10 +789,14 @@ def _cancel_leftovers(loop):
     compat.run_until_complete(loop, asyncio.gather(*tasks, return_exceptions=True))
 
 
+def _whole(results):
+    return results
+
+
 def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_results=None,
-                               progress=False, loop_factory=None, checkpoint=None,
-                               checkpoint_interval=1.0):
-    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[str], float) -> Results
+                               progress=False, loop_factory=None, max_in_flight=None,
+                               checkpoint=None, checkpoint_interval=1.0):
+    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float) -> Results
     """Run ``graph`` until nothing is left to do; return ``{processor: [handles]}``.
 
     Args:
@@ -660,6 +808,9 @@ def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_re
         progress: show live progress per processor on stderr.
         loop_factory: makes the run's event loop (default: ``asyncio.new_event_loop``);
             ``uvloop.new_event_loop`` runs the graph on uvloop.
+        max_in_flight: ``None`` reads the initial iterables whole at the start; an int
+            ``n >= 1`` reads them lazily, round-robin, while fewer than ``n`` jobs are
+            in flight in the graph (converter output is always fed at once).
         checkpoint: the path of an SQLite file the run records its progress in; a
             run given the same file after a crash resumes where it was recorded
             (see ``batch_processor.checkpoint``).
@@ -674,33 +825,36 @@ def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_re
         GraphError: ``initial_descriptors`` or ``keep_results`` names a processor not
             in the graph (nothing has run).
         ConverterError: a converter failed; every processor was killed.
+        SourceError: an initial iterable raised while read; every processor was killed.
         RunTimeoutError: the run took longer than ``timeout``.
         ProcessorStateError: a processor is in another running graph.
         CheckpointError: ``checkpoint`` was written by another graph (nothing has run).
         RuntimeError: called inside a running event loop.
     """
-    return _run_sync("run_batch_processors_graph", loop_factory, _run_async, graph,
-                     initial_descriptors, timeout, keep_results, progress, checkpoint,
-                     checkpoint_interval)
+    return _run_sync("run_batch_processors_graph", loop_factory, _whole, _run_async, graph,
+                     initial_descriptors, timeout=timeout, keep_results=keep_results,
+                     progress=progress, max_in_flight=max_in_flight, checkpoint=checkpoint,
+                     checkpoint_interval=checkpoint_interval)
 
 
 def run_batch_processor(batch_processor, descriptors, timeout=None, keep_results=None,
-                        progress=False, loop_factory=None, checkpoint=None,
+                        progress=False, loop_factory=None, max_in_flight=None, checkpoint=None,
                         checkpoint_interval=1.0):
-    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[str], float) -> Handles
+    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float) -> Handles
     """Run one processor over ``descriptors``; return a list with one handle per descriptor.
 
     The keyword arguments are those of `run_batch_processors_graph`.
     """
-    return _run_sync("run_batch_processor", loop_factory, _run_one_async, batch_processor,
-                     descriptors, timeout, keep_results, progress, checkpoint,
-                     checkpoint_interval)
+    return _run_sync("run_batch_processor", loop_factory, operator.itemgetter(batch_processor),
+                     _run_one_async, batch_processor, descriptors, timeout=timeout,
+                     keep_results=keep_results, progress=progress, max_in_flight=max_in_flight,
+                     checkpoint=checkpoint, checkpoint_interval=checkpoint_interval)
 
 
 def run_batch_processor_single(batch_processor, descriptor, timeout=None, keep_results=None,
-                               progress=False, loop_factory=None, checkpoint=None,
-                               checkpoint_interval=1.0):
-    # type: (AbstractBatchProcessor, Any, Optional[float], Kept, bool, Optional[Callable[[], Any]]) -> Optional[BatchProcessorResultHandle]
+                               progress=False, loop_factory=None, max_in_flight=None,
+                               checkpoint=None, checkpoint_interval=1.0):
+    # type: (AbstractBatchProcessor, Any, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float) -> Optional[BatchProcessorResultHandle]
     """Run one processor over one descriptor; return its handle (legacy convenience).
 
     With ``keep_results`` not naming the processor the handle is dropped, and the
@@ -708,6 +862,9 @@ def run_batch_processor_single(batch_processor, descriptor, timeout=None, keep_r
     """
     handles = run_batch_processor(batch_processor, [descriptor], timeout=timeout,
                                   keep_results=keep_results, progress=progress,
-                                  loop_factory=loop_factory, checkpoint=checkpoint,
-                                  checkpoint_interval=checkpoint_interval)
+                                  loop_factory=loop_factory, max_in_flight=max_in_flight,
+                                  checkpoint=checkpoint, checkpoint_interval=checkpoint_interval)
     return handles[0] if handles else None
+
+
+from ._streaming import iter_batch_processor, iter_batch_processors_graph  # noqa: E402

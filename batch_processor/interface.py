@@ -33,15 +33,17 @@ __all__ = [
     "ProcessorState",
     "ProcessorStateError",
     "RunTimeoutError",
+    "SourceError",
     "check_name",
     "describe",
+    "processor_labels",
     "processor_name",
     "safe_repr",
     "safe_str",
 ]
 
 if False:  # type checkers only: typing is not in Python 2's standard library
-    from typing import Any, Iterable, List, Set  # noqa: F401
+    from typing import Any, Dict, Iterable, List, Set  # noqa: F401
 
 logger = logging.getLogger("batch_processor")
 
@@ -69,6 +71,22 @@ def describe(processor):
     ident = "%s@%x" % (kind, id(processor) & 0xFFFFFF)
     name = processor_name(processor)
     return ident if name == kind else "%r (%s)" % (str(name), ident)
+
+
+def processor_labels(processors):
+    # type: (Iterable[Any]) -> List[str]
+    """Display names of ``processors``, in order: each one's `processor_name`, with a
+    short identity (``Name@9a79d0``) for those whose name another one of the list shares.
+
+    Progress lines and DOT pictures call processors by these labels.
+    """
+    processors = list(processors)
+    names = [processor_name(processor) for processor in processors]
+    counts = {}  # type: Dict[str, int]
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return [name if counts[name] == 1 else "%s@%x" % (name, id(processor) & 0xFFFFFF)
+            for name, processor in zip(names, processors)]
 
 
 class BatchProcessorError(Exception):
@@ -108,6 +126,22 @@ class RunTimeoutError(BatchProcessorError):
 
     def __init__(self, message, results=None):
         super(RunTimeoutError, self).__init__(message)
+        self.results = results
+
+
+class SourceError(BatchProcessorError):
+    """An initial iterable of descriptors raised while the run read it.
+
+    Attributes:
+        processor: the processor the iterable was for.
+        original: the exception it raised (also ``__cause__`` on Python 3).
+        results: the partial result of the run, as the runner would have returned it.
+    """
+
+    def __init__(self, message, processor=None, original=None, results=None):
+        super(SourceError, self).__init__(message)
+        self.processor = processor
+        self.original = original
         self.results = results
 
 

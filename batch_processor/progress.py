@@ -22,7 +22,7 @@ import sys
 import time
 
 from . import compat
-from .interface import describe
+from .interface import processor_labels
 
 __all__ = ["RunProgress", "count_outcomes", "processor_labels"]
 
@@ -40,23 +40,6 @@ LINE_INTERVAL = 0.5
 
 _clock = getattr(time, "monotonic", time.time)
 _bar_class = []  # type: List[Any]  # [the tqdm subclass], or [None] without tqdm
-
-
-def processor_labels(processors):
-    # type: (Iterable[AbstractBatchProcessor]) -> List[str]
-    """Display names of ``processors``, in order.
-
-    A processor is named by its class, or by its class and a short identity
-    (`interface.describe`, as in log records and error messages) when another
-    processor of the list has the same class.
-    """
-    processors = list(processors)
-    counts = {}  # type: Dict[str, int]
-    for processor in processors:
-        name = type(processor).__name__
-        counts[name] = counts.get(name, 0) + 1
-    return [type(p).__name__ if counts[type(p).__name__] == 1 else describe(p)
-            for p in processors]
 
 
 def count_outcomes(handles):

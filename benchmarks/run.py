@@ -27,6 +27,7 @@ workload 1 too when they are installed.
 from __future__ import absolute_import, division, print_function
 
 import argparse
+import collections
 import gc
 import json
 import os
@@ -57,8 +58,9 @@ except ImportError:  # run from a checkout
 import baselines  # noqa: E402
 import workloads  # noqa: E402
 from batch_processor import BatchProcessorsGraph, UnsafeThreadPoolExecutor  # noqa: E402
-from batch_processor import run_batch_processors_graph  # noqa: E402
+from batch_processor import iter_batch_processors_graph, run_batch_processors_graph  # noqa: E402
 from batch_processor.compat import PY2  # noqa: E402
+from six.moves import range as six_range  # noqa: E402
 from workloads import CheckError  # noqa: E402
 
 PYTHON = "%d.%d" % sys.version_info[:2]
@@ -80,6 +82,7 @@ class Sizes(object):
             self.seq_n, self.seq_repeats = 50000, 2
             self.scale = (2000, 10000, 40000)
             self.memory = (10000, 50000)
+            self.stream_memory = (10000, 50000)
             self.peer_n = 2000
         else:
             self.chain_n, self.chain_repeats = 50000, 5
@@ -90,6 +93,7 @@ class Sizes(object):
             self.seq_n, self.seq_repeats = 1000000, 2
             self.scale = (20000, 200000, 1000000)
             self.memory = (100000, 1000000)
+            self.stream_memory = (100000, 10000000)
             self.peer_n = 50000
 
     def scale_repeats(self, n):
@@ -254,6 +258,39 @@ def library_chain(processor_class, n, stages=3, keep_last_only=False, first_resu
     return run
 
 
+def streamed_chain(processor_class, n, stages=3):
+    """A timed run of the chain consumed by `iter_batch_processors_graph` (checked)."""
+    descriptors = list(range(n))
+
+    def run():
+        processors = [processor_class() for _ in range(stages)]
+        graph = workloads.chain_graph(processors)
+        counts = collections.Counter()
+        start = clock()
+        for processor, handle in iter_batch_processors_graph(graph, {processors[0]: descriptors}):
+            counts[processor] += 1
+            handle.future.result()
+        seconds = clock() - start
+        if [counts[processor] for processor in processors] != [n] * stages:
+            raise CheckError("the stream yielded %r handles per processor, expected %d each"
+                             % ([counts[p] for p in processors], n))
+        return seconds
+    return run
+
+
+def capped_chain(n, max_in_flight):
+    """A timed run of the chain over a generator, read with ``max_in_flight`` (checked)."""
+    def run():
+        processors = [workloads.Increment() for _ in range(3)]
+        graph = workloads.chain_graph(processors)
+        seconds, results = timed(run_batch_processors_graph, graph,
+                                 {processors[0]: iter(six_range(n))},
+                                 None, [processors[-1]], False, None, max_in_flight)
+        workloads.check_handles(results[processors[-1]], 3, n, "max_in_flight, last processor")
+        return seconds
+    return run
+
+
 def baseline_tasks(job, n, stages=3):
     descriptors = list(range(n))
 
@@ -297,6 +334,12 @@ def workload_1(suite):
               Target(1.5))
     suite.row(name, "library", n, best["library"], 3, "(b) call_soon floor",
               best["library"] / best["b"])
+    best = measure([
+        ("run", library_chain(workloads.Increment, n)),
+        ("iter", streamed_chain(workloads.Increment, n)),
+    ], sizes.chain_repeats)
+    suite.row(name, "library, iter_...graph", n, best["iter"], 3, "run_batch_processors_graph",
+              best["iter"] / best["run"], Target(1.1))
     if PY2:
         return
     import _py3
@@ -509,6 +552,38 @@ def workload_6(suite):
                   per_job[n] / per_job[smallest], Target(1.2) if n == sizes.scale[-1] else None)
 
 
+def workload_6_capped(suite):
+    """Workload 6 over a generator read with ``max_in_flight=10000``: flat cost per job."""
+    sizes = suite.sizes
+    name = "6 chain of 3, max_in_flight=10k"
+    smallest, largest = sizes.scale[0], sizes.scale[-1]
+    per_job = {}
+    for n in (smallest, largest):
+        best = measure([("library", capped_chain(n, 10000))], sizes.scale_repeats(n))
+        per_job[n] = best["library"] / n
+        suite.row(name, "library, generator", n, best["library"], 3)
+    suite.row(name, "library, per job", largest, per_job[largest] * largest, 3,
+              "per job at N=%d" % smallest, per_job[largest] / per_job[smallest], Target(1.2))
+
+
+def workload_7_stream(suite):
+    """Peak memory of a generator through the chain, ``max_in_flight=1000``, streamed."""
+    name = "7 peak memory, streamed"
+    small, large = suite.sizes.stream_memory
+    figures = {}
+    for n in (small, large):
+        figures[n] = child_memory("stream-capped", n)
+        suite.row(name, "iter, max_in_flight=1000", n, unit="MB peak",
+                  value=figures[n]["peak_kb"] / 1024.0,
+                  note="%.1f us/job (3 stages)" % (figures[n]["seconds"] * 1e6 / n))
+    suite.row(name, "iter, max_in_flight=1000", large, unit="MB peak",
+              value=figures[large]["peak_kb"] / 1024.0, ref="peak at N=%d" % small,
+              ratio=figures[large]["peak_kb"] / figures[small]["peak_kb"], target=Target(1.1))
+    small_cost = figures[small]["seconds"] / small
+    suite.row(name, "iter, per job", large, figures[large]["seconds"], 3,
+              "per job at N=%d" % small, figures[large]["seconds"] / large / small_cost)
+
+
 def workload_7(suite):
     """Peak memory of workload 1 with ``keep_results=[last]``, one child process per size."""
     sizes = suite.sizes
@@ -563,6 +638,22 @@ def max_rss_kb():
 def memory_child(kind, n):
     """The body of a memory child process: run workload 1 once at size ``n`` and report."""
     base = max_rss_kb()
+    if kind == "stream-capped":  # a generator, never a list: memory bounded by the cap
+        processors = [workloads.Increment() for _ in range(3)]
+        graph = workloads.chain_graph(processors)
+        start = clock()
+        count = 0
+        for _, handle in iter_batch_processors_graph(
+                graph, {processors[0]: iter(six_range(n))}, keep_results=processors[-1:],
+                max_in_flight=1000):
+            handle.future.result()
+            count += 1
+        seconds = clock() - start
+        if count != n:
+            raise CheckError("the stream yielded %d handles, expected %d" % (count, n))
+        print(json.dumps({"kind": kind, "n": n, "base_kb": base, "peak_kb": max_rss_kb(),
+                          "seconds": seconds}))
+        return
     descriptors = list(range(n))
     if kind == "library-keep-last":
         processors = [workloads.Increment() for _ in range(3)]
@@ -609,9 +700,8 @@ def workload_checkpoint(suite):
             graph = BatchProcessorsGraph()
             for source, destination in zip(processors, processors[1:]):
                 graph.add_connected_processors(source, destination, workloads.results_of)
-            seconds, results = timed(run_batch_processors_graph, graph,
-                                     {processors[0]: descriptors}, None, None, False, None,
-                                     checkpoint)
+            seconds, results = timed(lambda: run_batch_processors_graph(
+                graph, {processors[0]: descriptors}, checkpoint=checkpoint))
             for index, processor in enumerate(processors):
                 workloads.check_handles(results[processor], index + 1, n,
                                         "checkpointed, processor %d" % (index + 1))
@@ -645,7 +735,9 @@ WORKLOADS = [
     ("4", workload_4),
     ("5", workload_5),
     ("6", workload_6),
+    ("6", workload_6_capped),
     ("7", workload_7),
+    ("7", workload_7_stream),
     ("8", workload_checkpoint),
 ]
 

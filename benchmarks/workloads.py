@@ -129,6 +129,16 @@ class _Router(object):
 
 # -- runs ----------------------------------------------------------------------------
 
+def chain_graph(processors):
+    """The graph of a chain ``p0 -> p1 -> ...`` passing results on."""
+    graph = BatchProcessorsGraph()
+    if len(processors) == 1:
+        graph.add_processor(processors[0])
+    for source, destination in zip(processors, processors[1:]):
+        graph.add_connected_processors(source, destination, results_of)
+    return graph
+
+
 def run_chain(processors, descriptors, keep_last_only=False, loop_factory=None):
     """Run a chain ``p0 -> p1 -> ...`` over ``descriptors``; return the result dict."""
     graph = BatchProcessorsGraph()

@@ -198,8 +198,8 @@ def _library_modules():
         name = os.path.basename(path)
         if name in ("demo.py", "__main__.py"):
             continue  # programs, which print what they are asked for
-        if name == "_compat_py3.py" and sys.version_info[0] == 2:
-            continue  # Python 3 syntax
+        if "py3" in name and sys.version_info[0] == 2:
+            continue  # Python 3 syntax (modules named *py3*), checked on Python 3
         yield name, path
 
 

@@ -1,0 +1,208 @@
+"""Streaming runners: a run's handles one by one, as soon as they are collected.
+
+`iter_batch_processors_graph` makes a run (`execution._Run`) whose sink is a
+`_Channel`: instead of keeping the handles in the result lists, the run puts them
+in the channel's queue, and the iterator hands them out. ``next()`` drives the
+run's loop in the caller's thread until the queue has something or the run is
+over; between two ``next()`` calls the loop does not run. A handle leaves the
+queue when it is yielded, so nothing of the stream holds it afterwards.
+
+The iterator object is referred to by nothing of the run (the channel refers to no
+iterator), so dropping it finalises it at once, which kills the run.
+"""
+from __future__ import absolute_import, division, print_function
+
+import collections
+
+from . import compat
+from ._interrupt import InterruptibleRun
+from .compat import asyncio
+from .execution import (
+    _Run, _cancel_leftovers, _check_no_running_loop, _relaxed_gc, _single_graph)
+from .interface import BatchProcessorError
+
+__all__ = ["iter_batch_processor", "iter_batch_processors_graph"]
+
+
+class _Channel(object):
+    """The sink of a streaming run: collected handles wait here to be yielded."""
+
+    __slots__ = ("queue", "waiter")
+
+    def __init__(self):
+        self.queue = collections.deque()  # (processor, handle), in collection order
+        self.waiter = None  # a future of the loop, resolved when something arrives
+
+    def put(self, processor, handles):
+        self.queue.extend((processor, handle) for handle in handles)
+        self.wake()
+
+    def wake(self, _=None):
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def take_all(self, processors, single):
+        """Empty the queue into a partial result: a dict with a key for every
+        processor (``single``: the list of the one processor's handles)."""
+        results = collections.OrderedDict((processor, []) for processor in processors)
+        queue = self.queue
+        while queue:
+            processor, handle = queue.popleft()
+            results[processor].append(handle)
+        if single:
+            return results[processors[0]]
+        return results
+
+
+def start_stream(graph, initial_descriptors, loop, timeout, keep_results, progress,
+                 max_in_flight):
+    """A `_Run` on ``loop`` whose handles go to a new `_Channel`; return both."""
+    channel = _Channel()
+    run = _Run(graph, initial_descriptors, loop, timeout, keep_results, progress, max_in_flight,
+               sink=channel.put)
+    run.future.add_done_callback(channel.wake)
+    return run, channel
+
+
+def stream_error(run, channel, processors, single):
+    """The run's exception, its ``.results`` the handles not yet yielded (queue emptied)."""
+    error = run.future.exception()
+    if isinstance(error, BatchProcessorError) or hasattr(error, "results"):
+        error.results = channel.take_all(processors, single)
+    return error
+
+
+class _GraphIterator(object):
+    """The iterator `iter_batch_processors_graph` and `iter_batch_processor` return."""
+
+    def __init__(self, name, graph, initial_descriptors, timeout, keep_results, progress,
+                 loop_factory, max_in_flight, single):
+        _check_no_running_loop(name)
+        self._single = single
+        self._processors = graph.processors
+        self._ended = False
+        loop = self._loop = (loop_factory or asyncio.new_event_loop)()
+        token = compat.enter_loop(loop)
+        try:
+            self._run, self._channel = start_stream(
+                graph, initial_descriptors, loop, timeout, keep_results, progress, max_in_flight)
+        except BaseException:
+            self._ended = True
+            try:
+                _cancel_leftovers(loop)
+            finally:
+                loop.close()
+                compat.leave_loop(token)
+            raise
+        compat.leave_loop(token)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        queue = self._channel.queue
+        if not queue:
+            if self._ended:
+                raise StopIteration
+            self._drive()
+            if self._run.future.done() and not self._run.future.cancelled():
+                if self._run.future.exception() is not None:
+                    error = stream_error(self._run, self._channel, self._processors, self._single)
+                    self._end()
+                    raise error
+            if not queue:
+                self._end()
+                raise StopIteration
+        processor, handle = queue.popleft()
+        return handle if self._single else (processor, handle)
+
+    next = __next__  # Python 2
+
+    def _drive(self):
+        """Run the loop until the run collected something or ended."""
+        run, channel, loop = self._run, self._channel, self._loop
+        if run.future.done():
+            return
+        interrupted = None
+        token = compat.enter_loop(loop)
+        try:
+            with _relaxed_gc:
+                channel.waiter = waiter = compat.new_future(loop)
+                with InterruptibleRun(loop, run.future) as interrupt:
+                    try:
+                        compat.run_until_complete(loop, waiter)
+                    except KeyboardInterrupt as exc:
+                        interrupted = exc
+                    except BaseException:
+                        run.cancel()
+                        raise
+                if interrupt.requested:
+                    interrupted = KeyboardInterrupt()
+                channel.waiter = None
+        finally:
+            compat.leave_loop(token)
+        if interrupted is not None:  # Ctrl-C: every processor is killed, the run is over
+            run.cancel()
+            interrupted.results = channel.take_all(self._processors, self._single)
+            self._end()
+            raise interrupted
+
+    def _end(self):
+        """Kill what still runs, release the processors, close the loop."""
+        if self._ended:
+            return
+        self._ended = True
+        loop = self._loop
+        token = compat.enter_loop(loop)
+        try:
+            self._run.cancel()
+            _cancel_leftovers(loop)
+        finally:
+            loop.close()
+            compat.leave_loop(token)
+            self._channel.queue.clear()
+
+    def close(self):
+        """Stop the run now: every processor is killed, nothing is left running."""
+        self._end()
+
+    def __del__(self):
+        try:
+            self._end()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._end()
+
+
+def iter_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_results=None,
+                                progress=False, loop_factory=None, max_in_flight=None):
+    """Run ``graph`` and yield ``(processor, handle)`` for each handle of the kept
+    processors as soon as the run collects it.
+
+    The run advances while the caller waits in ``next()``; a handle yielded is not
+    held by the run any more. The keyword arguments are those of
+    `run_batch_processors_graph`. An error of the run is raised from ``next()``,
+    its ``.results`` a dict of the handles collected and not yet yielded. Closing the
+    iterator (``close()``, leaving a ``with`` block, or dropping it) kills every
+    processor and ends the run.
+    """
+    return _GraphIterator("iter_batch_processors_graph", graph, initial_descriptors, timeout,
+                          keep_results, progress, loop_factory, max_in_flight, single=False)
+
+
+def iter_batch_processor(batch_processor, descriptors, timeout=None, keep_results=None,
+                         progress=False, loop_factory=None, max_in_flight=None):
+    """Run one processor over ``descriptors`` and yield its handles as they are collected.
+
+    As `iter_batch_processors_graph`, yielding handles alone; errors' ``.results``
+    are lists.
+    """
+    return _GraphIterator("iter_batch_processor", _single_graph(batch_processor),
+                          {batch_processor: descriptors}, timeout, keep_results, progress,
+                          loop_factory, max_in_flight, single=True)
