@@ -700,7 +700,7 @@ def run_batch_processor(batch_processor, descriptors, timeout=None, keep_results
 def run_batch_processor_single(batch_processor, descriptor, timeout=None, keep_results=None,
                                progress=False, loop_factory=None, checkpoint=None,
                                checkpoint_interval=1.0):
-    # type: (AbstractBatchProcessor, Any, Optional[float], Kept, bool, Optional[Callable[[], Any]]) -> Optional[BatchProcessorResultHandle]
+    # type: (AbstractBatchProcessor, Any, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[str], float) -> Optional[BatchProcessorResultHandle]
     """Run one processor over one descriptor; return its handle (legacy convenience).
 
     With ``keep_results`` not naming the processor the handle is dropped, and the
