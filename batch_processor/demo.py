@@ -28,11 +28,17 @@ the best configurations found so far (exit status 130).
 
 Needs scikit-learn: ``pip install ".[demo]"`` in a checkout of this project.
 
-Usage: ``python -m batch_processor.demo [--budget 60] [--workers 2] [--seed 0] [--top 10]``.
+With ``--checkpoint PATH`` the search records its progress in the SQLite file ``PATH``:
+killed (Ctrl-C, SIGKILL, a lost machine), the same command run again continues it, and
+once it has finished, prints its table at once.
+
+Usage: ``python -m batch_processor.demo [--budget 60] [--workers 2] [--seed 0] [--top 10]
+[--checkpoint PATH]``.
 """
 from __future__ import absolute_import, division, print_function
 
 import argparse
+import logging
 import math
 import multiprocessing
 import os
@@ -47,6 +53,7 @@ import attr
 
 from batch_processor import (
     BatchProcessorsGraph,
+    CheckpointError,
     SeparateBatchProcessorSynchronous,
     SequentialBatchProcessorSynchronous,
     run_batch_processors_graph,
@@ -393,9 +400,11 @@ class Trainer(SeparateBatchProcessorSynchronous):
     """Separate: scores one `Trial` per job, in a process pool of ``workers`` processes.
 
     The pool is made on the first job and shared by all of them; `close` shuts it
-    down. It is not part of the pickled processor that the pool's workers receive.
+    down. It is not part of the pickled processor that the pool's workers receive,
+    nor of a checkpoint.
     """
 
+    _bp_not_pickled = ("_pool",)
     _pool = None
 
     def __init__(self, workers=2):
@@ -420,18 +429,16 @@ class Trainer(SeparateBatchProcessorSynchronous):
         if pool is not None:
             pool.shutdown(wait=True)
 
-    def __getstate__(self):
-        state = super(Trainer, self).__getstate__()
-        state.pop("_pool", None)
-        return state
-
 
 class Leaderboard(SequentialBatchProcessorSynchronous):
     """Sequential: records `TrialResult` descriptors and asks for more until ``budget`` is spent.
 
     A batch returns, per result, the `ProposalRequest` of the next generation if that
-    result completed its generation and budget remains, else ``None``.
+    result completed its generation and budget remains, else ``None``. Its state (the
+    results so far) is what a checkpoint restores; ``log`` is not recorded.
     """
+
+    _bp_not_pickled = ("log",)
 
     def __init__(self, budget, seed, generation_size=GENERATION_SIZE, elite_size=ELITE_SIZE,
                  log=None):
@@ -570,8 +577,11 @@ class Search(object):
                                      % (handle.descriptor, failure))
         return requests
 
-    def run(self, progress=False):
+    def run(self, progress=False, checkpoint=None):
         """Run the search to the end; return its `SearchOutcome`.
+
+        With ``checkpoint`` (a path), the run records its progress there and resumes
+        from what an earlier run of the same search recorded in it.
 
         Raises:
             KeyboardInterrupt: the run was interrupted; `outcome` then tells what the
@@ -579,7 +589,8 @@ class Search(object):
         """
         self.started = time.time()
         self.results = run_batch_processors_graph(
-            self.graph, {self.proposer: [self.leaderboard.first_request()]}, progress=progress)
+            self.graph, {self.proposer: [self.leaderboard.first_request()]}, progress=progress,
+            checkpoint=checkpoint)
         return self.outcome()
 
     def outcome(self, results=None):
@@ -669,15 +680,23 @@ def parse_args(argv=None):
                         help="train on a Dask cluster: a new local one of --workers processes, "
                              "or the scheduler at ADDRESS (e.g. tcp://host:8786); needs the "
                              "[dask] extra")
+    parser.add_argument("--checkpoint", metavar="PATH", default=None,
+                        help="record the search's progress in the SQLite file PATH; if it is "
+                             "killed or interrupted, the same command continues it")
     args = parser.parse_args(argv)
     problem = _output_path_problem(args.dot) if args.dot else None
     if problem is not None:
         parser.error("argument --dot: %s" % (problem,))
+    problem = _output_path_problem(args.checkpoint) if args.checkpoint else None
+    if problem is not None:
+        parser.error("argument --checkpoint: %s" % (problem,))
     return args
 
 
 class DaskTrainer(DaskExecutorMixin, Trainer):
     """The `Trainer`, its jobs run on a Dask cluster instead of a local process pool."""
+
+    _bp_not_pickled = DaskExecutorMixin._bp_not_pickled + Trainer._bp_not_pickled
 
 
 class UsageError(Exception):
@@ -771,6 +790,21 @@ def _log(line):
     sys.stderr.flush()
 
 
+def _run_search(search, args):
+    """``search.run``; with ``--checkpoint``, the library's warnings (resuming...) on stderr."""
+    if not args.checkpoint:
+        return search.run(progress=args.progress)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter(PROGRAM + ": %(message)s"))
+    library = logging.getLogger("batch_processor")
+    library.addHandler(handler)
+    try:
+        return search.run(progress=args.progress, checkpoint=args.checkpoint)
+    finally:
+        library.removeHandler(handler)
+
+
 def _run(args):
     """Build and run the search; return ``(search, outcome, interrupted)``."""
     _check_sklearn()
@@ -779,7 +813,7 @@ def _run(args):
     try:
         search = build_search(args, client, log=_log)
         try:
-            return search, search.run(progress=args.progress), False
+            return search, _run_search(search, args), False
         except KeyboardInterrupt as interrupt:
             # Partial results, when the runner attaches them; else the leaderboard's record.
             return search, search.outcome(getattr(interrupt, "results", None)), True
@@ -804,7 +838,7 @@ def main(argv=None):
     try:
         try:
             search, outcome, interrupted = _run(args)
-        except UsageError as error:
+        except (UsageError, CheckpointError) as error:
             print("%s: error: %s" % (PROGRAM, error), file=sys.stderr)
             return 1
         if interrupted:

@@ -397,3 +397,79 @@ def test_ctrl_c_prints_the_best_so_far_and_exits_130_without_a_traceback(tmpdir)
     evaluated, budget, failed = SUMMARY.search(out).groups()
     assert budget == "100000" and int(evaluated) >= 1 and failed == "0"
     assert not tmpdir.join("batch_processor_demo.dot").check()  # no picture of a cut run
+
+
+# -- durable runs: --checkpoint ------------------------------------------------------------
+
+
+def test_the_processors_state_pickles_for_a_checkpoint():
+    # What a checkpoint records of each processor: its state, without pool or log.
+    lines = []
+    search = demo.Search(budget=3, seed=4, trainer=demo.Trainer(workers=1), log=lambda line: None)
+    search.leaderboard.log = lines.append
+    for processor in (search.proposer, search.trainer, search.leaderboard):
+        state = processor.__getstate__()
+        pickle.loads(pickle.dumps(state, protocol=2))
+    assert "_pool" not in search.trainer.__getstate__()
+    assert "log" not in search.leaderboard.__getstate__()
+    restored = demo.Leaderboard(1, 0, log=lines.append)
+    restored.__setstate__(pickle.loads(pickle.dumps(search.leaderboard.__getstate__(), 2)))
+    assert (restored.budget, restored.seed, restored.log) == (3, 4, lines.append)
+
+
+def test_a_checkpoint_path_in_a_missing_directory_is_a_usage_error(tmpdir, capsys):
+    with pytest.raises(SystemExit) as exit:
+        demo.parse_args(["--checkpoint", str(tmpdir.join("missing", "search.sqlite"))])
+    assert exit.value.code == 2
+    assert "argument --checkpoint: the directory" in capsys.readouterr()[1]
+
+
+def _demo_command(*options):
+    return [sys.executable, "-m", "batch_processor.demo", "--budget", "12", "--top", "12",
+            "--dot", "", "--checkpoint", "search.sqlite"] + list(options)
+
+
+def _demo_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def _run_demo(tmpdir):
+    process = subprocess.Popen(_demo_command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=_demo_env(), cwd=str(tmpdir))
+    out, err = process.communicate()
+    return process.returncode, out.decode("ascii"), err.decode("utf-8", "replace")
+
+
+@needs_sklearn
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs POSIX process groups")
+def test_a_killed_search_run_again_with_its_checkpoint_finishes_with_the_same_table(tmpdir):
+    process = subprocess.Popen(_demo_command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=_demo_env(), cwd=str(tmpdir),
+                               preexec_fn=_new_session_with_default_sigint)
+    try:
+        first = process.stderr.readline().decode("utf-8", "replace")  # the first result
+        assert "new best" in first
+        os.killpg(process.pid, signal.SIGKILL)  # the search, its pool and its fork server
+        process.communicate()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert tmpdir.join("search.sqlite").check()
+
+    status, out, err = _run_demo(tmpdir)  # the same command again: it continues
+    assert status == 0, err
+    assert "resuming a run that stopped" in err and "Traceback" not in err
+    check_report(out, budget=12, top=12)
+    reference = run_search(budget=12, seed=0, trainer=ThreadTrainer(workers=2))
+    assert table_rows(out) == [
+        (str(rank), "%.4f" % r.evaluation.score, "%.4f" % r.evaluation.std, str(r.trial.trial_id),
+         r.trial.config.model) for rank, r in enumerate(reference.ranking, 1)]
+
+    status, again, err = _run_demo(tmpdir)  # finished: the table at once, nothing runs
+    assert status == 0, err
+    assert "is of a finished run" in err and "new best" not in err
+    assert again == out
