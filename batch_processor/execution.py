@@ -22,7 +22,7 @@ import six
 
 from . import compat
 from ._interrupt import InterruptibleRun
-from ._runtime import attach
+from ._runtime import Observers, attach
 from .compat import CancelledError, From, Return, asyncio, coroutine
 from .interface import (
     AbstractBatchProcessor, ConverterError, GraphError, Handle,
@@ -147,10 +147,11 @@ class _Run(object):
     """One run of a graph on ``loop``; ``future`` gets the result dict."""
 
     def __init__(self, graph, initial_descriptors, loop, timeout=None, keep_results=None,
-                 progress=False):
+                 progress=False, trace=None):
         if not isinstance(graph, BatchProcessorsGraph):
             raise TypeError("expected a BatchProcessorsGraph, got %r" % (graph,))
         self.loop = loop
+        self.trace = None
         self.timeout = _check_timeout(timeout)
         processors = graph.processors
         kept_ids = _kept_ids(graph, keep_results)
@@ -171,13 +172,25 @@ class _Run(object):
         self._busy = set()
         self._scheduled = False
         self._timer = None
-        self._claim()
+        self._observer = None
+        if trace is not None:
+            from .trace import TraceWriter
+            self.trace = TraceWriter(trace, processors)
+        try:
+            self._claim()
+        except BaseException:
+            self._close()
+            raise
         if progress:
             from .progress import RunProgress
             self.progress = RunProgress(processors)
+        self._observer = self._make_observer()
         try:
             for node in six.itervalues(nodes):
                 node.port = attach(node.processor, loop)
+                if self._observer is not None and node.port.observe(self._observer):
+                    if self.progress is not None:
+                        self.progress.observed(node.processor)
                 node.mark = self._marker(node)
                 node.port.listen(node.mark)
                 if node.port.in_flight:
@@ -218,6 +231,19 @@ class _Run(object):
                     del _claimed[id(node.processor)]
                 if node.port is not None:
                     node.port.release(node.mark)
+                    if self._observer is not None:
+                        node.port.observe(None)
+
+    def _make_observer(self):
+        """What watches the processors' attempts: the trace, the progress, both or nothing."""
+        observers = []
+        if self.trace is not None:
+            observers.append(self.trace)
+        if self.progress is not None:
+            observers.append(self.progress.observer())
+        if len(observers) > 1:
+            return Observers(observers)
+        return observers[0] if observers else None
 
     def _marker(self, node):
         dirty = self._dirty
@@ -268,13 +294,14 @@ class _Run(object):
         if self.future.done():
             return
         dirty, busy = self._dirty, self._busy
+        convert = self._convert if self.trace is None else self._convert_traced
         try:
             while dirty:
                 node = dirty.popleft()
                 handles = self._collect(node)
                 if handles:
                     for destination, converter in node.out:
-                        descriptors = self._convert(converter, handles, node, destination)
+                        descriptors = convert(converter, handles, node, destination)
                         if descriptors:
                             self._feed(destination, descriptors)
                 if not node.port.in_flight:
@@ -294,6 +321,19 @@ class _Run(object):
             if self.progress is not None:
                 self.progress.done(node.processor, handles)
         return handles
+
+    def _convert_traced(self, converter, handles, source, destination):
+        trace = self.trace
+        started = trace.now()
+        try:
+            descriptors = self._convert(converter, handles, source, destination)
+        except _ConverterFailure as failure:
+            trace.converter_call(converter, started, source.processor, destination.processor,
+                                 len(handles), 0, failure.error.original)
+            raise
+        trace.converter_call(converter, started, source.processor, destination.processor,
+                             len(handles), len(descriptors))
+        return descriptors
 
     def _convert(self, converter, handles, source, destination):
         try:
@@ -366,6 +406,9 @@ class _Run(object):
         if self.progress is not None:
             self.progress.close()
             self.progress = None
+        if self.trace is not None:
+            trace, self.trace = self.trace, None
+            trace.close()
 
 
 class _ConverterFailure(Exception):
@@ -421,8 +464,9 @@ def _initial_feeds(graph, initial_descriptors, nodes):
 # -- runners --------------------------------------------------------------------------
 
 @coroutine
-def _run_async(graph, initial_descriptors, timeout, keep_results, progress):
-    run = _Run(graph, initial_descriptors, compat.current_loop(), timeout, keep_results, progress)
+def _run_async(graph, initial_descriptors, timeout, keep_results, progress, trace=None):
+    run = _Run(graph, initial_descriptors, compat.current_loop(), timeout, keep_results, progress,
+               trace)
     try:
         results = yield From(run.future)
     except BaseException:
@@ -433,10 +477,10 @@ def _run_async(graph, initial_descriptors, timeout, keep_results, progress):
 
 
 def run_batch_processors_graph_async(graph, initial_descriptors, timeout=None,
-                                     keep_results=None, progress=False):
-    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool) -> Any
+                                     keep_results=None, progress=False, trace=None):
+    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[str]) -> Any
     """The awaitable form of `run_batch_processors_graph`, for a running loop."""
-    return _run_async(graph, initial_descriptors, timeout, keep_results, progress)
+    return _run_async(graph, initial_descriptors, timeout, keep_results, progress, trace)
 
 
 def _single_graph(batch_processor):
@@ -446,10 +490,10 @@ def _single_graph(batch_processor):
 
 
 @coroutine
-def _run_one_async(batch_processor, descriptors, timeout, keep_results, progress):
+def _run_one_async(batch_processor, descriptors, timeout, keep_results, progress, trace=None):
     try:
         results = yield From(_run_async(_single_graph(batch_processor), {batch_processor: descriptors},
-                                        timeout, keep_results, progress))
+                                        timeout, keep_results, progress, trace))
     except RunTimeoutError as exc:
         exc.results = exc.results[batch_processor]
         raise
@@ -457,10 +501,10 @@ def _run_one_async(batch_processor, descriptors, timeout, keep_results, progress
 
 
 def run_batch_processor_async(batch_processor, descriptors, timeout=None, keep_results=None,
-                              progress=False):
-    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool) -> Any
+                              progress=False, trace=None):
+    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[str]) -> Any
     """The awaitable form of `run_batch_processor`, for a running loop."""
-    return _run_one_async(batch_processor, descriptors, timeout, keep_results, progress)
+    return _run_one_async(batch_processor, descriptors, timeout, keep_results, progress, trace)
 
 
 class _RelaxedGC(object):
@@ -539,8 +583,8 @@ def _cancel_leftovers(loop):
 
 
 def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_results=None,
-                               progress=False, loop_factory=None):
-    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[Callable[[], Any]]) -> Results
+                               progress=False, loop_factory=None, trace=None):
+    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[str]) -> Results
     """Run ``graph`` until nothing is left to do; return ``{processor: [handles]}``.
 
     Args:
@@ -552,6 +596,9 @@ def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_re
         progress: show live progress per processor on stderr.
         loop_factory: makes the run's event loop (default: ``asyncio.new_event_loop``);
             ``uvloop.new_event_loop`` runs the graph on uvloop.
+        trace: a file path: write there a timeline of the run's job attempts and
+            converter calls in Chrome Trace Event Format, which Perfetto opens
+            (``batch_processor.trace``); ``None``: no trace.
 
     Returns:
         A dict with a key for every processor of the graph, in the graph's order,
@@ -566,23 +613,23 @@ def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_re
         RuntimeError: called inside a running event loop.
     """
     return _run_sync("run_batch_processors_graph", loop_factory, _run_async, graph,
-                     initial_descriptors, timeout, keep_results, progress)
+                     initial_descriptors, timeout, keep_results, progress, trace)
 
 
 def run_batch_processor(batch_processor, descriptors, timeout=None, keep_results=None,
-                        progress=False, loop_factory=None):
-    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[Callable[[], Any]]) -> Handles
+                        progress=False, loop_factory=None, trace=None):
+    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[str]) -> Handles
     """Run one processor over ``descriptors``; return a list with one handle per descriptor.
 
     The keyword arguments are those of `run_batch_processors_graph`.
     """
     return _run_sync("run_batch_processor", loop_factory, _run_one_async, batch_processor,
-                     descriptors, timeout, keep_results, progress)
+                     descriptors, timeout, keep_results, progress, trace)
 
 
 def run_batch_processor_single(batch_processor, descriptor, timeout=None, keep_results=None,
-                               progress=False, loop_factory=None):
-    # type: (AbstractBatchProcessor, Any, Optional[float], Kept, bool, Optional[Callable[[], Any]]) -> Optional[BatchProcessorResultHandle]
+                               progress=False, loop_factory=None, trace=None):
+    # type: (AbstractBatchProcessor, Any, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[str]) -> Optional[BatchProcessorResultHandle]
     """Run one processor over one descriptor; return its handle (legacy convenience).
 
     With ``keep_results`` not naming the processor the handle is dropped, and the
@@ -590,5 +637,5 @@ def run_batch_processor_single(batch_processor, descriptor, timeout=None, keep_r
     """
     handles = run_batch_processor(batch_processor, [descriptor], timeout=timeout,
                                   keep_results=keep_results, progress=progress,
-                                  loop_factory=loop_factory)
+                                  loop_factory=loop_factory, trace=trace)
     return handles[0] if handles else None
