@@ -13,10 +13,10 @@ it writes one summary line per processor::
 
     Trainer: fed 40, ok 37, failed 2, cancelled 1
 
-No bar claims to be complete while the run has work in flight: more may come
-to a processor that has done all it was fed (downstream, or around a cycle), so
-its bar then shows ``n/?`` rather than ``n/n`` and 100%; the totals are final when
-the run ends. While anything is in flight the bars are redrawn every
+No bar claims to be complete before the run ends: more may come to a processor
+that has done all it was fed (from upstream, or around a cycle), so its bar then
+shows ``n/?`` rather than ``n/n`` and 100%; the totals are final when the run
+ends. While anything is in flight the bars are redrawn every
 `BAR_INTERVAL` seconds even when no job ends, so their elapsed times and rates
 stay live through long jobs.
 
@@ -243,7 +243,7 @@ class RunProgress(object):
         fed, ok, failed, cancelled = self._stats[index]
         waiting = fed - ok - failed - cancelled  # fed and not yet done
         if index not in self._observed:
-            return waiting
+            return max(0, waiting)
         return max(0, min(self._started[index], waiting))
 
     def summary_lines(self):
@@ -333,8 +333,8 @@ class RunProgress(object):
         bar = self._bars[index]
         fed, ok, failed, cancelled = self._stats[index]
         done = ok + failed + cancelled
-        # All it was fed is done, but more may come while anything is in flight.
-        bar.total = None if done == fed and self._in_flight and not self._closed else fed
+        # All it was fed is done, but more may come until the run ends.
+        bar.total = None if done == fed and not self._closed else fed
         bar.set_postfix_str("running %d, ok %d, failed %d, cancelled %d"
                             % (self._running(index), ok, failed, cancelled), refresh=False)
         delta = done - bar.n
