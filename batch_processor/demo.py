@@ -570,8 +570,10 @@ class Search(object):
                                      % (handle.descriptor, failure))
         return requests
 
-    def run(self, progress=False):
+    def run(self, progress=False, trace=None):
         """Run the search to the end; return its `SearchOutcome`.
+
+        ``progress`` and ``trace`` are the runner's options of those names.
 
         Raises:
             KeyboardInterrupt: the run was interrupted; `outcome` then tells what the
@@ -579,7 +581,8 @@ class Search(object):
         """
         self.started = time.time()
         self.results = run_batch_processors_graph(
-            self.graph, {self.proposer: [self.leaderboard.first_request()]}, progress=progress)
+            self.graph, {self.proposer: [self.leaderboard.first_request()]}, progress=progress,
+            trace=trace)
         return self.outcome()
 
     def outcome(self, results=None):
@@ -665,6 +668,10 @@ def parse_args(argv=None):
                         help="where to write the picture of the pipeline with its counts, in "
                              "Graphviz DOT; a PNG beside it when Graphviz is installed "
                              "(default: %(default)s; '' for none)")
+    parser.add_argument("--trace", metavar="PATH", default=None,
+                        help="write a timeline of the run (every training job and converter "
+                             "call) to PATH as Chrome Trace Event JSON; open it in "
+                             "https://ui.perfetto.dev or chrome://tracing")
     parser.add_argument("--dask", metavar="ADDRESS", nargs="?", const="local", default=None,
                         help="train on a Dask cluster: a new local one of --workers processes, "
                              "or the scheduler at ADDRESS (e.g. tcp://host:8786); needs the "
@@ -673,6 +680,9 @@ def parse_args(argv=None):
     problem = _output_path_problem(args.dot) if args.dot else None
     if problem is not None:
         parser.error("argument --dot: %s" % (problem,))
+    problem = _output_path_problem(args.trace) if args.trace else None
+    if problem is not None:
+        parser.error("argument --trace: %s" % (problem,))
     return args
 
 
@@ -779,7 +789,7 @@ def _run(args):
     try:
         search = build_search(args, client, log=_log)
         try:
-            return search, search.run(progress=args.progress), False
+            return search, search.run(progress=args.progress, trace=args.trace), False
         except KeyboardInterrupt as interrupt:
             # Partial results, when the runner attaches them; else the leaderboard's record.
             return search, search.outcome(getattr(interrupt, "results", None)), True
@@ -812,6 +822,9 @@ def main(argv=None):
                   file=sys.stderr)
             sys.stderr.flush()
         print_report(outcome, args.top)
+        if args.trace:
+            print("%s: the run's timeline is in %s (open it in https://ui.perfetto.dev)"
+                  % (PROGRAM, args.trace), file=sys.stderr)
         if interrupted:
             return 130
         if args.dot:
