@@ -33,6 +33,7 @@ from __future__ import absolute_import, division, print_function
 
 import io
 import json
+import logging
 import os
 import time
 
@@ -45,6 +46,8 @@ __all__ = ["TraceWriter", "outcome_of"]
 
 if False:  # type checkers only: typing is not in Python 2's standard library
     from typing import Any, Dict, List, Optional  # noqa: F401
+
+logger = logging.getLogger("batch_processor")
 
 _clock = getattr(time, "perf_counter", time.time)
 
@@ -105,6 +108,7 @@ class TraceWriter(object):
         self._tids = {}  # type: Dict[tuple, int]  # (id(processor), lane) -> tid
         self._first = True
         self._closed = False
+        self._broken = False
         self._write({"ph": "M", "name": "process_name", "pid": _PID, "tid": 0,
                      "args": {"name": "batch_processor run (pid %d)" % os.getpid()}})
         self._name_track(_CONVERTERS_TID, "converters", 1000 * (len(processors) + 1))
@@ -170,9 +174,16 @@ class TraceWriter(object):
             open_records.sort(key=lambda item: item[1][0])
             for key, record in open_records:
                 self._end(record, "cancelled", None)
-            self._file.write(u"\n]\n")
+            if not self._broken:
+                self._file.write(u"\n]\n" if not self._first else u"[]\n")
+        except (IOError, OSError, ValueError):
+            logger.warning("the trace %s could not be completed", safe_repr(self.path),
+                           exc_info=True)
         finally:
-            self._file.close()
+            try:
+                self._file.close()
+            except (IOError, OSError, ValueError):
+                pass
 
     # -- inside ---------------------------------------------------------------------
 
@@ -221,9 +232,17 @@ class TraceWriter(object):
                 "dur": round(max(ended - started, 0.0) * 1e6, 3), "args": args}
 
     def _write(self, event):
+        """Append ``event``; a file that fails (a full disk) never fails the run."""
+        if self._broken:
+            return
         text = json.dumps(event, sort_keys=True, ensure_ascii=True)
-        if self._first:
-            self._first = False
-            self._file.write(u"[\n" + text)
-        else:
-            self._file.write(u",\n" + text)
+        try:
+            if self._first:
+                self._first = False
+                self._file.write(u"[\n" + text)
+            else:
+                self._file.write(u",\n" + text)
+        except (IOError, OSError, ValueError):
+            self._broken = True
+            logger.warning("writing the trace %s failed; the run goes on without it",
+                           safe_repr(self.path), exc_info=True)

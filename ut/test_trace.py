@@ -272,3 +272,17 @@ def test_valid_after_a_processor_is_killed(path):
     events = load(path)
     assert outcomes(events, track="forever") == ["cancelled", "cancelled"]
     assert os.path.getsize(path) > 0
+
+
+def test_a_failing_trace_file_never_fails_the_run(path, caplog, monkeypatch):
+    from batch_processor import trace as trace_module
+    real = trace_module.TraceWriter._write
+
+    def write(self, event):
+        if event["ph"] == "X":
+            self._file.close()  # writing now raises ValueError, as a full disk raises
+        real(self, event)
+    monkeypatch.setattr(trace_module.TraceWriter, "_write", write)
+    handles = run_batch_processor(Separate(), [1, 2, 3], trace=path)
+    assert sorted(h.future.result() for h in handles) == [2, 3, 4]
+    assert any("writing the trace" in r.getMessage() for r in caplog.records)
