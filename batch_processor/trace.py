@@ -9,8 +9,8 @@ Perfetto (https://ui.perfetto.dev) and ``chrome://tracing`` open::
 
     [
     {"ph": "M", "name": "process_name", "pid": 1, "tid": 0, "args": {"name": "..."}},
-    {"ph": "M", "name": "thread_name", "pid": 1, "tid": 1, "args": {"name": "Trainer"}},
-    {"ph": "X", "name": "job", "cat": "job", "pid": 1, "tid": 1, "ts": 12.0,
+    {"ph": "M", "name": "thread_name", "pid": 1, "tid": 2, "args": {"name": "Trainer"}},
+    {"ph": "X", "name": "Trainer", "cat": "job", "pid": 1, "tid": 2, "ts": 12.0,
      "dur": 5031.5, "args": {"processor": "Trainer", "descriptor": "...",
                              "attempt": 1, "outcome": "ok"}},
     ...
@@ -211,7 +211,7 @@ class TraceWriter(object):
             exc = None if future.cancelled() else exception_of(future)
         if exc is not None:
             args["error"] = safe_repr(safe_str(exc), REPR_LIMIT)
-        self._write(self._complete(kind, kind, tid, started, _clock(), args))
+        self._write(self._complete(args["processor"], kind, tid, started, _clock(), args))
 
     def _tid(self, processor, label, lane):
         tid = self._tids.get((id(processor), lane))

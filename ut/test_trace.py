@@ -99,7 +99,7 @@ def test_one_event_per_job_on_a_track_named_after_the_processor(kind, path, loop
     assert set(tracks(events)[e["tid"]] for e in jobs) == set(["adder"])
     assert sorted(e["args"]["descriptor"] for e in jobs) == ["1", "2", "3", "4"]
     assert outcomes(events, cat="job") == ["ok"] * 4
-    assert all(e["args"]["processor"] == "adder" for e in jobs)
+    assert all(e["args"]["processor"] == e["name"] == "adder" for e in jobs)
 
 
 def test_overlapping_jobs_of_a_processor_never_overlap_on_one_track(path):
