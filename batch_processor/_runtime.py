@@ -19,6 +19,10 @@ made on first use and never pickled or copied. The runner of
 ``port.listen(callback)`` / ``port.release(callback)``
     ``callback()`` is called, from the loop, whenever ready handles appear (at once
     if some are there already); ``release`` stops that.
+``port.observe(observer)``
+    from now on tell ``observer`` (``None``: nobody) when each attempt of a job or
+    of a batch starts and ends (see `Runtime.observer`); returns whether the port
+    can (a hand-written processor's cannot).
 
 A `Runtime` subclass per kind of processor (``separate``, ``sequential``) starts and
 cancels jobs; this class keeps the bookkeeping they share, and the one place where
@@ -32,7 +36,7 @@ from . import compat
 from .interface import (
     BatchProcessorResultHandle, ProcessorState, ProcessorStateError, describe, safe_repr)
 
-__all__ = ["PublicPort", "Runtime", "attach"]
+__all__ = ["Observers", "PublicPort", "Runtime", "attach"]
 
 logger = logging.getLogger("batch_processor")
 
@@ -76,10 +80,18 @@ class Runtime(object):
     * ``final`` is ``None``, STOPPED or KILLED, and never changes once set;
       ``stopping`` is true from ``stop()`` on, and STOPPED follows when
       ``unfinished`` reaches 0.
+    * ``observer`` is ``None`` (the default: nothing is observed, and the kinds pay
+      one ``is not None`` test per attempt) or an object told, by the kinds,
+      ``job_started(processor, future, descriptor, attempt)`` and
+      ``batch_started(processor, future, batch)`` when an attempt starts, and
+      ``ended(future, outcome=None)`` when it ends (``outcome`` ``None``: read it
+      from the future). The run sets it (``observe``) to trace or count attempts.
     * Every future belongs to ``loop``. Binding to another loop needs
       ``unfinished == 0``, and resets the loop-bound state (waiters, and the kind's
       queues through `reset`); ready handles and owned executors are kept.
     """
+
+    observer = None
 
     def __init__(self, processor):
         self.processor = processor
@@ -165,6 +177,10 @@ class Runtime(object):
     def release(self, callback):
         if self.listener is callback:
             self.listener = None
+
+    def observe(self, observer):
+        self.observer = observer
+        return True
 
     # -- the public contract's other half ------------------------------------------
 
@@ -347,6 +363,9 @@ class PublicPort(object):
         if self.listener is callback:
             self.listener = None
 
+    def observe(self, observer):
+        return False  # its jobs are its own business
+
     def _watch(self):
         if self.watching or self.listener is None or not self.processor.in_flight:
             return
@@ -359,3 +378,22 @@ class PublicPort(object):
         listener = self.listener
         if listener is not None:
             listener()
+
+
+class Observers(object):
+    """Several observers (see `Runtime.observer`) as one."""
+
+    def __init__(self, observers):
+        self.observers = list(observers)
+
+    def job_started(self, processor, key, descriptor, attempt=1):
+        for observer in self.observers:
+            observer.job_started(processor, key, descriptor, attempt)
+
+    def batch_started(self, processor, key, batch):
+        for observer in self.observers:
+            observer.batch_started(processor, key, batch)
+
+    def ended(self, key, outcome=None):
+        for observer in self.observers:
+            observer.ended(key, outcome)

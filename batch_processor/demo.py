@@ -577,10 +577,11 @@ class Search(object):
                                      % (handle.descriptor, failure))
         return requests
 
-    def run(self, progress=False, checkpoint=None):
+    def run(self, progress=False, checkpoint=None, trace=None):
         """Run the search to the end; return its `SearchOutcome`.
 
-        With ``checkpoint`` (a path), the run records its progress there and resumes
+        ``progress`` and ``trace`` are the runner's options of those names. With
+        ``checkpoint`` (a path), the run records its progress there and resumes
         from what an earlier run of the same search recorded in it.
 
         Raises:
@@ -590,7 +591,7 @@ class Search(object):
         self.started = time.time()
         self.results = run_batch_processors_graph(
             self.graph, {self.proposer: [self.leaderboard.first_request()]}, progress=progress,
-            checkpoint=checkpoint)
+            checkpoint=checkpoint, trace=trace)
         return self.outcome()
 
     def outcome(self, results=None):
@@ -676,6 +677,10 @@ def parse_args(argv=None):
                         help="where to write the picture of the pipeline with its counts, in "
                              "Graphviz DOT; a PNG beside it when Graphviz is installed "
                              "(default: %(default)s; '' for none)")
+    parser.add_argument("--trace", metavar="PATH", default=None,
+                        help="write a timeline of the run (every training job and converter "
+                             "call) to PATH as Chrome Trace Event JSON; open it in "
+                             "https://ui.perfetto.dev or chrome://tracing")
     parser.add_argument("--dask", metavar="ADDRESS", nargs="?", const="local", default=None,
                         help="train on a Dask cluster: a new local one of --workers processes, "
                              "or the scheduler at ADDRESS (e.g. tcp://host:8786); needs the "
@@ -690,6 +695,9 @@ def parse_args(argv=None):
     problem = _output_path_problem(args.checkpoint) if args.checkpoint else None
     if problem is not None:
         parser.error("argument --checkpoint: %s" % (problem,))
+    problem = _output_path_problem(args.trace) if args.trace else None
+    if problem is not None:
+        parser.error("argument --trace: %s" % (problem,))
     return args
 
 
@@ -793,14 +801,14 @@ def _log(line):
 def _run_search(search, args):
     """``search.run``; with ``--checkpoint``, the library's warnings (resuming...) on stderr."""
     if not args.checkpoint:
-        return search.run(progress=args.progress)
+        return search.run(progress=args.progress, trace=args.trace)
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter(PROGRAM + ": %(message)s"))
     library = logging.getLogger("batch_processor")
     library.addHandler(handler)
     try:
-        return search.run(progress=args.progress, checkpoint=args.checkpoint)
+        return search.run(progress=args.progress, checkpoint=args.checkpoint, trace=args.trace)
     finally:
         library.removeHandler(handler)
 
@@ -846,6 +854,9 @@ def main(argv=None):
                   file=sys.stderr)
             sys.stderr.flush()
         print_report(outcome, args.top)
+        if args.trace:
+            print("%s: the run's timeline is in %s (open it in https://ui.perfetto.dev)"
+                  % (PROGRAM, args.trace), file=sys.stderr)
         if interrupted:
             return 130
         if args.dot:

@@ -24,7 +24,7 @@ import six
 
 from . import compat
 from ._interrupt import InterruptibleRun
-from ._runtime import attach
+from ._runtime import Observers, attach
 from .compat import CancelledError, From, Return, asyncio, coroutine
 from .interface import (
     AbstractBatchProcessor, BatchProcessorError, ConverterError, GraphError, Handle,
@@ -166,10 +166,11 @@ class _Run(object):
 
     def __init__(self, graph, initial_descriptors, loop, timeout=None, keep_results=None,
                  progress=False, max_in_flight=None, sink=None, checkpoint=None,
-                 checkpoint_interval=1.0):
+                 checkpoint_interval=1.0, trace=None):
         if not isinstance(graph, BatchProcessorsGraph):
             raise TypeError("expected a BatchProcessorsGraph, got %r" % (graph,))
         self.loop = loop
+        self.trace = None
         self.timeout = _check_timeout(timeout)
         self.max_in_flight = _check_max_in_flight(max_in_flight)
         self.sink = sink
@@ -200,7 +201,15 @@ class _Run(object):
         self._scheduled = False
         self._timer = None
         self.recorder = None
-        self._claim()
+        self._observer = None
+        if trace is not None:
+            from .trace import TraceWriter
+            self.trace = TraceWriter(trace, processors)
+        try:
+            self._claim()
+        except BaseException:
+            self._close()
+            raise
         if checkpoint is not None:
             ordered = [nodes[id(processor)] for processor in processors]
             try:
@@ -217,9 +226,13 @@ class _Run(object):
         if progress:
             from .progress import RunProgress
             self.progress = RunProgress(processors)
+        self._observer = self._make_observer()
         try:
             for node in six.itervalues(nodes):
                 node.port = attach(node.processor, loop)
+                if self._observer is not None and node.port.observe(self._observer):
+                    if self.progress is not None:
+                        self.progress.observed(node.processor)
                 node.mark = self._marker(node)
                 node.port.listen(node.mark)
                 if node.port.in_flight:
@@ -303,6 +316,19 @@ class _Run(object):
                     del _claimed[id(node.processor)]
                 if node.port is not None:
                     node.port.release(node.mark)
+                    if self._observer is not None:
+                        node.port.observe(None)
+
+    def _make_observer(self):
+        """What watches the processors' attempts: the trace, the progress, both or nothing."""
+        observers = []
+        if self.trace is not None:
+            observers.append(self.trace)
+        if self.progress is not None:
+            observers.append(self.progress.observer())
+        if len(observers) > 1:
+            return Observers(observers)
+        return observers[0] if observers else None
 
     def _marker(self, node):
         dirty = self._dirty
@@ -414,13 +440,14 @@ class _Run(object):
         if self.future.done():
             return
         dirty, busy = self._dirty, self._busy
+        convert = self._convert if self.trace is None else self._convert_traced
         try:
             while dirty:
                 node = dirty.popleft()
                 handles = self._collect(node)
                 if handles:
                     for destination, converter in node.out:
-                        descriptors = self._convert(converter, handles, node, destination)
+                        descriptors = convert(converter, handles, node, destination)
                         if descriptors:
                             self._feed(destination, descriptors)
                 if not node.port.in_flight:
@@ -447,6 +474,19 @@ class _Run(object):
             if self.progress is not None:
                 self.progress.done(node.processor, handles)
         return handles
+
+    def _convert_traced(self, converter, handles, source, destination):
+        trace = self.trace
+        started = trace.now()
+        try:
+            descriptors = self._convert(converter, handles, source, destination)
+        except _ConverterFailure as failure:
+            trace.converter_call(converter, started, source.processor, destination.processor,
+                                 len(handles), 0, failure.error.original)
+            raise
+        trace.converter_call(converter, started, source.processor, destination.processor,
+                             len(handles), len(descriptors))
+        return descriptors
 
     def _convert(self, converter, handles, source, destination):
         try:
@@ -560,6 +600,9 @@ class _Run(object):
         if self.progress is not None:
             self.progress.close()
             self.progress = None
+        if self.trace is not None:
+            trace, self.trace = self.trace, None
+            trace.close()
 
 
 class _ConverterFailure(Exception):
@@ -654,12 +697,12 @@ def _run_async(graph, initial_descriptors, holder=None, **options):
 
 def run_batch_processors_graph_async(graph, initial_descriptors, timeout=None,
                                      keep_results=None, progress=False, max_in_flight=None,
-                                     checkpoint=None, checkpoint_interval=1.0):
-    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[int], Optional[str], float) -> Any
+                                     checkpoint=None, checkpoint_interval=1.0, trace=None):
+    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[int], Optional[str], float, Optional[str]) -> Any
     """The awaitable form of `run_batch_processors_graph`, for a running loop."""
     return _run_async(graph, initial_descriptors, timeout=timeout, keep_results=keep_results,
                       progress=progress, max_in_flight=max_in_flight, checkpoint=checkpoint,
-                      checkpoint_interval=checkpoint_interval)
+                      checkpoint_interval=checkpoint_interval, trace=trace)
 
 
 def _single_graph(batch_processor):
@@ -683,13 +726,13 @@ def _run_one_async(batch_processor, descriptors, holder=None, **options):
 
 def run_batch_processor_async(batch_processor, descriptors, timeout=None, keep_results=None,
                               progress=False, max_in_flight=None, checkpoint=None,
-                              checkpoint_interval=1.0):
-    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[int], Optional[str], float) -> Any
+                              checkpoint_interval=1.0, trace=None):
+    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[int], Optional[str], float, Optional[str]) -> Any
     """The awaitable form of `run_batch_processor`, for a running loop."""
     return _run_one_async(batch_processor, descriptors, timeout=timeout,
                           keep_results=keep_results, progress=progress,
                           max_in_flight=max_in_flight, checkpoint=checkpoint,
-                          checkpoint_interval=checkpoint_interval)
+                          checkpoint_interval=checkpoint_interval, trace=trace)
 
 
 #: The cyclic collector's first threshold while synchronous runs go on (see
@@ -795,8 +838,8 @@ def _whole(results):
 
 def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_results=None,
                                progress=False, loop_factory=None, max_in_flight=None,
-                               checkpoint=None, checkpoint_interval=1.0):
-    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float) -> Results
+                               checkpoint=None, checkpoint_interval=1.0, trace=None):
+    # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float, Optional[str]) -> Results
     """Run ``graph`` until nothing is left to do; return ``{processor: [handles]}``.
 
     Args:
@@ -834,13 +877,13 @@ def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_re
     return _run_sync("run_batch_processors_graph", loop_factory, _whole, _run_async, graph,
                      initial_descriptors, timeout=timeout, keep_results=keep_results,
                      progress=progress, max_in_flight=max_in_flight, checkpoint=checkpoint,
-                     checkpoint_interval=checkpoint_interval)
+                     checkpoint_interval=checkpoint_interval, trace=trace)
 
 
 def run_batch_processor(batch_processor, descriptors, timeout=None, keep_results=None,
                         progress=False, loop_factory=None, max_in_flight=None, checkpoint=None,
-                        checkpoint_interval=1.0):
-    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float) -> Handles
+                        checkpoint_interval=1.0, trace=None):
+    # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float, Optional[str]) -> Handles
     """Run one processor over ``descriptors``; return a list with one handle per descriptor.
 
     The keyword arguments are those of `run_batch_processors_graph`.
@@ -848,13 +891,13 @@ def run_batch_processor(batch_processor, descriptors, timeout=None, keep_results
     return _run_sync("run_batch_processor", loop_factory, operator.itemgetter(batch_processor),
                      _run_one_async, batch_processor, descriptors, timeout=timeout,
                      keep_results=keep_results, progress=progress, max_in_flight=max_in_flight,
-                     checkpoint=checkpoint, checkpoint_interval=checkpoint_interval)
+                     checkpoint=checkpoint, checkpoint_interval=checkpoint_interval, trace=trace)
 
 
 def run_batch_processor_single(batch_processor, descriptor, timeout=None, keep_results=None,
                                progress=False, loop_factory=None, max_in_flight=None,
-                               checkpoint=None, checkpoint_interval=1.0):
-    # type: (AbstractBatchProcessor, Any, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float) -> Optional[BatchProcessorResultHandle]
+                               checkpoint=None, checkpoint_interval=1.0, trace=None):
+    # type: (AbstractBatchProcessor, Any, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float, Optional[str]) -> Optional[BatchProcessorResultHandle]
     """Run one processor over one descriptor; return its handle (legacy convenience).
 
     With ``keep_results`` not naming the processor the handle is dropped, and the
@@ -863,7 +906,8 @@ def run_batch_processor_single(batch_processor, descriptor, timeout=None, keep_r
     handles = run_batch_processor(batch_processor, [descriptor], timeout=timeout,
                                   keep_results=keep_results, progress=progress,
                                   loop_factory=loop_factory, max_in_flight=max_in_flight,
-                                  checkpoint=checkpoint, checkpoint_interval=checkpoint_interval)
+                                  checkpoint=checkpoint, checkpoint_interval=checkpoint_interval,
+                                  trace=trace)
     return handles[0] if handles else None
 
 

@@ -3,13 +3,22 @@
 A runner given ``progress=True`` makes a `RunProgress` for the graph's processors
 and tells it when descriptors are fed to a processor (`RunProgress.fed`), when
 handles come back (`RunProgress.done`) and when the run is over
-(`RunProgress.close`). It draws a live ``tqdm`` bar per processor on stderr (done
-out of fed so far, with the counts of ok, failed and cancelled jobs), or, when
-``tqdm`` is not installed (``pip install ".[progress]"`` in a checkout), writes a plain
-line per processor that changed, at most twice a second. At the end it writes one
-summary line per processor::
+(`RunProgress.close`); the processors' runtimes tell it (as their observer, see
+`RunProgress.observer`) when each attempt of a job or batch starts and ends, which
+gives the *running* count. It draws a live ``tqdm`` bar per processor on stderr
+(done out of fed so far, with the counts of running, ok, failed and cancelled jobs),
+or, when ``tqdm`` is not installed (``pip install ".[progress]"`` in a checkout),
+writes a plain line per processor that changed, at most twice a second. At the end
+it writes one summary line per processor::
 
     Trainer: fed 40, ok 37, failed 2, cancelled 1
+
+No bar claims to be complete before the run ends: more may come to a processor
+that has done all it was fed (from upstream, or around a cycle), so its bar then
+shows ``n/?`` rather than ``n/n`` and 100%; the totals are final when the run
+ends. While anything is in flight the bars are redrawn every
+`BAR_INTERVAL` seconds even when no job ends, so their elapsed times and rates
+stay live through long jobs.
 
 Counting costs a few attribute reads per handle; the display is redrawn at most
 ten times a second, whatever the number of jobs. The module imports ``tqdm`` only
@@ -39,6 +48,8 @@ BAR_INTERVAL = 0.1
 LINE_INTERVAL = 0.5
 
 _clock = getattr(time, "monotonic", time.time)
+# tqdm's own layout, spelled out so that a bar without a total reads "n/?".
+_BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 _bar_class = []  # type: List[Any]  # [the tqdm subclass], or [None] without tqdm
 
 
@@ -99,8 +110,14 @@ class RunProgress(object):
         self._index = dict((id(p), i) for i, p in enumerate(processors))
         # fed, ok, failed, cancelled per processor
         self._stats = [[0, 0, 0, 0] for _ in processors]
+        self._in_flight = 0  # fed and not done, in the whole run
+        self._started = [0 for _ in processors]  # attempts started and not ended, in jobs
+        self._observed = set()  # type: Set[int]  # processors whose attempts are reported
+        self._attempts = {}  # type: Dict[Any, Tuple[int, int]]  # key -> (index, jobs)
+        self._show_running = False
         self._changed = set()  # type: Set[int]
         self._timer = None
+        self._heartbeat = None
         self._closed = False
         self._broken = False
         bar_class = None if bars is False else _tqdm_class()
@@ -124,6 +141,7 @@ class RunProgress(object):
         if index is None or not count:
             return
         self._stats[index][0] += count
+        self._in_flight += count
         self._touch(index)
 
     def done(self, processor, handles):
@@ -137,7 +155,45 @@ class RunProgress(object):
         stats[1] += ok
         stats[2] += failed
         stats[3] += cancelled
+        self._in_flight -= len(handles)
         self._touch(index)
+
+    def observer(self):
+        """Show running counts; return the observer to set on the processors' runtimes.
+
+        It is told ``job_started``, ``batch_started`` and ``ended`` (see
+        ``Runtime.observer``); call `observed` for each processor that reports to it.
+        """
+        self._show_running = True
+        return self
+
+    def observed(self, processor):
+        # type: (AbstractBatchProcessor) -> None
+        """``processor`` reports its attempts; the others count fed - done as running."""
+        index = self._index.get(id(processor))
+        if index is not None:
+            self._observed.add(index)
+
+    def job_started(self, processor, key, descriptor, attempt=1):
+        self._attempt_started(processor, key, 1)
+
+    def batch_started(self, processor, key, batch):
+        self._attempt_started(processor, key, len(batch))
+
+    def ended(self, key, outcome=None):
+        entry = self._attempts.pop(key, None)
+        if entry is not None:
+            index, jobs = entry
+            self._started[index] -= jobs
+            self._touch(index, at_once=False)
+
+    def _attempt_started(self, processor, key, jobs):
+        index = self._index.get(id(processor))
+        if index is None or self._closed:
+            return
+        self._attempts[key] = (index, jobs)
+        self._started[index] += jobs
+        self._touch(index, at_once=False)
 
     def close(self):
         # type: () -> None
@@ -145,9 +201,13 @@ class RunProgress(object):
         if self._closed:
             return
         self._closed = True
+        self._attempts.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
         self._guard(self._finish)
 
     # -- reading the counts -------------------------------------------------------
@@ -156,6 +216,18 @@ class RunProgress(object):
         # type: (AbstractBatchProcessor) -> Tuple[int, ...]
         """``(fed, ok, failed, cancelled)`` of ``processor`` so far."""
         return tuple(self._stats[self._index[id(processor)]])
+
+    def running(self, processor):
+        # type: (AbstractBatchProcessor) -> int
+        """How many jobs of ``processor`` run now (see `observed`)."""
+        return self._running(self._index[id(processor)])
+
+    def _running(self, index):
+        fed, ok, failed, cancelled = self._stats[index]
+        waiting = fed - ok - failed - cancelled  # fed and not yet done
+        if index not in self._observed:
+            return max(0, waiting)
+        return max(0, min(self._started[index], waiting))
 
     def summary_lines(self):
         # type: () -> List[str]
@@ -166,18 +238,37 @@ class RunProgress(object):
 
     # -- drawing --------------------------------------------------------------------
 
-    def _touch(self, index):
+    def _touch(self, index, at_once=True):
+        """``index`` changed: redraw now (``at_once``, unless throttled) or soon."""
         self._changed.add(index)
         if self._closed or self._broken:
             return
         now = _clock()
-        if self._last is None or now - self._last >= self._interval:
+        if self._bars is not None and self._heartbeat is None and self._in_flight:
+            self._beat()
+        if at_once and (self._last is None or now - self._last >= self._interval):
             self._guard(self._redraw, now)
         elif self._timer is None:
             # Draw the latest counts even if nothing else happens for a while.
             loop = compat.running_loop()
             if loop is not None:
-                self._timer = loop.call_later(self._interval - (now - self._last), self._on_timer)
+                delay = self._interval - (now - self._last) if self._last is not None else 0
+                self._timer = loop.call_later(max(delay, 0), self._on_timer)
+
+    def _beat(self):
+        """Arm the redraw of every bar in `interval` seconds (elapsed and rate move on)."""
+        loop = compat.running_loop()
+        if loop is not None:
+            self._heartbeat = loop.call_later(self._interval, self._on_heartbeat)
+
+    def _on_heartbeat(self):
+        self._heartbeat = None
+        if self._closed or self._broken or self._bars is None:
+            return
+        self._changed.update(range(len(self._bars)))
+        self._guard(self._redraw, _clock())
+        if self._in_flight:
+            self._beat()
 
     def _on_timer(self):
         self._timer = None
@@ -197,7 +288,7 @@ class RunProgress(object):
     def _open_bars(self, bar_class):
         self._bars = [
             bar_class(total=0, desc=label, unit="job", file=self._stream, leave=True,
-                      mininterval=0, miniters=1, smoothing=0.1)
+                      mininterval=0, miniters=1, smoothing=0.1, bar_format=_BAR_FORMAT)
             for label in self._labels]
         self._last = _clock()
 
@@ -211,19 +302,25 @@ class RunProgress(object):
             lines = []
             for index in changed:
                 fed, ok, failed, cancelled = self._stats[index]
+                running = ""
+                if self._show_running:
+                    running = " running %d," % self._running(index)
                 lines.append(
-                    "[batch_processor] %s: fed %d, done %d (ok %d, failed %d, cancelled %d)\n"
-                    % (self._labels[index], fed, ok + failed + cancelled, ok, failed, cancelled))
+                    "[batch_processor] %s: fed %d,%s done %d (ok %d, failed %d, cancelled %d)\n"
+                    % (self._labels[index], fed, running, ok + failed + cancelled, ok, failed,
+                       cancelled))
             self._stream.write("".join(lines))
             self._stream.flush()
 
     def _draw_bar(self, index):
         bar = self._bars[index]
         fed, ok, failed, cancelled = self._stats[index]
-        bar.total = fed
-        bar.set_postfix_str("ok %d, failed %d, cancelled %d" % (ok, failed, cancelled),
-                            refresh=False)
-        delta = ok + failed + cancelled - bar.n
+        done = ok + failed + cancelled
+        # All it was fed is done, but more may come until the run ends.
+        bar.total = None if done == fed and not self._closed else fed
+        bar.set_postfix_str("running %d, ok %d, failed %d, cancelled %d"
+                            % (self._running(index), ok, failed, cancelled), refresh=False)
+        delta = done - bar.n
         if delta:
             bar.update(delta)  # draws at once (mininterval=0) and keeps the rate right
         else:
@@ -231,8 +328,8 @@ class RunProgress(object):
 
     def _finish(self):
         if self._bars is not None:
-            if self._changed:
-                self._redraw(_clock())
+            self._changed.update(range(len(self._bars)))  # the final totals, on every bar
+            self._redraw(_clock())
             bars, self._bars = self._bars, None
             for bar in bars:
                 bar.close()

@@ -146,6 +146,8 @@ class SeparateRuntime(Runtime):
         if logger.isEnabledFor(_DEBUG):
             logger.debug("%s: job %s starts", describe(self.processor), safe_repr(descriptor))
         future = self.attempt(descriptor)
+        if self.observer is not None:
+            self.observer.job_started(self.processor, future, descriptor)
         self.running[future] = descriptor
         future.add_done_callback(self.job_done)
 
@@ -170,6 +172,8 @@ class SeparateRuntime(Runtime):
         descriptor = self.running.pop(future, _NOTHING)
         if not outcome.cancelled():
             exception_of(outcome)  # retrieved: the handle carries it
+        if self.observer is not None:
+            self.observer.ended(future)  # an attempts' task: not an attempt, ignored
         if descriptor is _NOTHING:
             return  # killed: its handle was made then
         if logger.isEnabledFor(_DEBUG):
@@ -202,6 +206,9 @@ class SeparateRuntime(Runtime):
         while True:
             attempt += 1
             future = self.attempt(descriptor)
+            observer = self.observer
+            if observer is not None:
+                observer.job_started(processor, future, descriptor, attempt)
             timer, expired = None, []
             if timeout is not None and not future.done():
                 timer = loop.call_later(timeout, self.expire, future, expired)
@@ -212,10 +219,14 @@ class SeparateRuntime(Runtime):
                     self.cancel_attempt(future)
                 elif not future.cancelled():
                     exception_of(future)  # ended as we were killed: nobody else will look
+                if observer is not None:
+                    observer.ended(future, "cancelled")
                 raise
             finally:
                 if timer is not None:
                     timer.cancel()
+            if observer is not None:
+                observer.ended(future, "timeout" if expired else None)
             if future.cancelled():
                 if not expired:
                     raise Return(future)  # cancelled by someone else: not retried

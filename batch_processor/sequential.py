@@ -84,9 +84,14 @@ class SequentialRuntime(Runtime):
         self.batch = batch
         logger.debug("%s: a batch of %d descriptors starts", describe(self.processor), len(batch))
         future = self.batch_future = self.launch_batch(batch)
+        if self.observer is not None:
+            self.observer.batch_started(self.processor, future, batch)
         future.add_done_callback(self.batch_done)
 
     def batch_done(self, future):
+        if self.observer is not None:
+            self.observer.ended(future, _batch_outcome(
+                future, self.batch if future is self.batch_future else None, self))
         if future is not self.batch_future:
             if not future.cancelled():
                 exception_of(future)
@@ -138,6 +143,15 @@ class SequentialRuntime(Runtime):
         descriptors.extend(self.queue)
         self.queue.clear()
         return descriptors
+
+
+def _batch_outcome(future, batch, runtime):
+    """How the batch of ``future`` ended, for an observer: its results may be wrong."""
+    if future.cancelled() or exception_of(future) is not None or batch is None:
+        return None  # read from the future
+    if runtime.check_results(batch, future.result()) is not None:
+        return "failed"
+    return "ok"
 
 
 class _CoroutineRuntime(SequentialRuntime):

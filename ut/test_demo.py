@@ -297,6 +297,28 @@ def test_main_writes_the_pipeline_with_its_counts_as_dot(capsys, tmpdir):
 
 
 @needs_sklearn
+def test_main_writes_a_trace_with_one_event_per_training_job(capsys, tmpdir):
+    import json
+    path = str(tmpdir.join("demo.trace.json"))
+    assert demo.main(["--budget", "7", "--dot", "", "--trace", path]) == 0
+    assert path in capsys.readouterr()[1]
+    with open(path) as f:
+        events = json.load(f)
+    names = dict((e["tid"], e["args"]["name"]) for e in events
+                 if e["ph"] == "M" and e["name"] == "thread_name")
+    jobs = [e for e in events if e["ph"] == "X" and names[e["tid"]] == "Trainer"]
+    assert len(jobs) == 7
+    assert [e["args"]["outcome"] for e in jobs] == ["ok"] * 7
+    assert any(e["cat"] == "converter" for e in events if e["ph"] == "X")
+
+
+def test_a_trace_path_that_cannot_be_written_is_a_usage_error(tmpdir, capsys):
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--trace", str(tmpdir.join("missing", "t.json"))])
+    assert "argument --trace:" in capsys.readouterr()[1]
+
+
+@needs_sklearn
 def test_main_shows_progress_per_processor_on_request(capfd, tmpdir):
     assert demo.main(["--budget", "5", "--progress", "--dot", ""]) == 0
     out, err = capfd.readouterr()

@@ -393,3 +393,163 @@ def test_a_failing_stream_never_fails_the_run(caplog):
     warnings = [r for r in caplog.records if r.name == "batch_processor"]
     assert len(warnings) == 1
     assert "progress display failed" in warnings[0].getMessage()
+
+
+# -- running counts, cycles and long jobs ---------------------------------------------
+
+class FakeLoop(object):
+    """Records ``call_later`` calls; the test runs the callbacks itself."""
+
+    def __init__(self):
+        self.calls = []
+
+    def call_later(self, delay, callback, *args):
+        timer = FakeTimer(delay, callback, args)
+        self.calls.append(timer)
+        return timer
+
+    def pending(self):
+        return [timer for timer in self.calls if not timer.cancelled and not timer.ran]
+
+
+class FakeTimer(object):
+    def __init__(self, delay, callback, args):
+        self.delay, self.callback, self.args = delay, callback, args
+        self.cancelled = self.ran = False
+
+    def cancel(self):
+        self.cancelled = True
+
+    def run(self):
+        self.ran = True
+        self.callback(*self.args)
+
+
+def test_running_counts_the_attempts_that_started_and_did_not_end():
+    source, worker = Source(), Worker()
+    stream = Stream()
+    progress = RunProgress([source, worker], stream=stream, bars=False, interval=0)
+    observer = progress.observer()
+    progress.observed(source)
+    progress.fed(source, 3)
+    assert progress.running(source) == 0  # fed, none started yet
+    assert stream.lines[-1] == (
+        "[batch_processor] Source: fed 3, running 0, done 0 (ok 0, failed 0, cancelled 0)")
+    observer.job_started(source, "a", 1)
+    observer.job_started(source, "b", 2)
+    assert progress.running(source) == 2
+    observer.ended("a")
+    progress.done(source, [handle("ok")])
+    assert progress.running(source) == 1
+    assert stream.lines[-1] == (
+        "[batch_processor] Source: fed 3, running 1, done 1 (ok 1, failed 0, cancelled 0)")
+    observer.ended("b")  # a retry comes next: in flight, not running
+    observer.ended("b")  # ending twice changes nothing
+    assert progress.running(source) == 0
+    observer.batch_started(worker, "batch", [1, 2])  # not observed: fed - done counts
+    progress.fed(worker, 2)
+    assert progress.running(worker) == 2
+    progress.done(source, [handle("cancelled"), handle("cancelled")])  # killed
+    assert progress.running(source) == 0
+    progress.close()
+    assert stream.lines[-2:] == ["Source: fed 3, ok 1, failed 0, cancelled 2",
+                                 "Worker: fed 2, ok 0, failed 0, cancelled 0"]
+
+
+def test_a_batch_counts_all_its_jobs_and_a_killed_attempt_never_goes_below_zero():
+    source = Source()
+    progress = RunProgress([source], stream=Stream(), bars=False, interval=0)
+    observer = progress.observer()
+    progress.observed(source)
+    progress.fed(source, 3)
+    observer.batch_started(source, "batch", [1, 2, 3])
+    assert progress.running(source) == 3
+    progress.done(source, [handle("cancelled")] * 3)  # the kill handed them back first
+    assert progress.running(source) == 0
+    observer.ended("batch")
+    assert progress.running(source) == 0
+    progress.close()
+
+
+def test_a_run_shows_running_counts_in_plain_lines(capfd, monkeypatch):
+    without_tqdm(monkeypatch)
+    source = Source()
+    run_batch_processor(source, [1, 2], progress=True)
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "[batch_processor] Source: fed 2, running " in err
+    assert summary_of(err, 1) == ["Source: fed 2, ok 2, failed 0, cancelled 0"]
+
+
+def test_no_bar_is_complete_before_the_run_ends(monkeypatch):
+    """A cycle: all that Source was fed is done, but the Worker's output may come back."""
+    with_tqdm()
+    monkeypatch.setattr(progress_module.compat, "running_loop", lambda: None)
+    source, worker = Source(), Worker()
+    stream = Stream()
+    progress = RunProgress([source, worker], stream=stream, bars=True, interval=0)
+    progress.fed(source, 1)
+    assert "0/1" in stream.text
+    progress.done(source, [handle("ok")])
+    progress.fed(worker, 1)
+    progress.done(worker, [handle("ok")])  # nothing in flight for a moment, between steps
+    progress.fed(source, 2)  # fed again around the cycle
+    progress.done(source, [handle("ok")])
+    live = stream.text
+    assert "1/?" in live  # Source: done all it was fed so far, more may come
+    assert "1/3" in live
+    assert "100%" not in live and "1/1" not in live
+    progress.done(source, [handle("ok")])
+    assert "3/?" in stream.text
+    progress.close()
+    final = stream.text[len(live):]
+    assert "3/3" in final and "1/1" in final  # the totals, when the run is over
+    assert "100%" in final
+
+
+def test_bars_are_redrawn_on_a_timer_while_work_is_in_flight(monkeypatch):
+    with_tqdm()
+    loop = FakeLoop()
+    monkeypatch.setattr(progress_module.compat, "running_loop", lambda: loop)
+    source = Source()
+    stream = Stream()
+    progress = RunProgress([source], stream=stream, bars=True)
+
+    def beats():
+        return [timer for timer in loop.pending() if timer.callback == progress._on_heartbeat]
+
+    progress.fed(source, 1)  # a long job starts
+    assert [timer.delay for timer in beats()] == [progress_module.BAR_INTERVAL]
+    for _ in range(3):  # nothing ends, yet the bar is redrawn and the timer re-armed
+        before = len(stream.parts)
+        beats()[0].run()
+        assert len(stream.parts) > before
+        assert [timer.delay for timer in beats()] == [progress_module.BAR_INTERVAL]
+    progress.done(source, [handle("ok")])  # nothing in flight: the next beat is the last
+    for timer in loop.pending():
+        timer.run()
+    assert beats() == []
+    progress.fed(source, 1)  # busy again: the timer comes back
+    assert len(beats()) == 1
+    progress.close()
+    assert loop.pending() == []  # close() cancels it
+    assert stream.lines[-1] == "Source: fed 2, ok 1, failed 0, cancelled 0"
+
+
+def test_plain_lines_have_no_periodic_timer(monkeypatch):
+    without_tqdm(monkeypatch)
+    loop = FakeLoop()
+    monkeypatch.setattr(progress_module.compat, "running_loop", lambda: loop)
+    source = Source()
+    progress = RunProgress([source], stream=Stream(), interval=3600)
+    progress.fed(source, 1)
+    assert loop.calls == []  # a plain line is written only when something changed
+    progress.close()
+
+
+def test_labels_use_the_processors_names():
+    fast, slow = Worker(name="fast"), Worker(name="slow")
+    twin = Worker(name="fast")
+    assert processor_labels([fast, slow]) == ["fast", "slow"]
+    labels = processor_labels([fast, twin])
+    assert labels[0] != labels[1] and all(label.startswith("fast@") for label in labels)
