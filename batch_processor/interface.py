@@ -16,6 +16,8 @@ import abc
 import copy
 import enum
 import logging
+import math
+import numbers
 
 import attr
 import six
@@ -34,6 +36,7 @@ __all__ = [
     "ProcessorStateError",
     "RunTimeoutError",
     "check_name",
+    "check_seconds",
     "describe",
     "processor_name",
     "safe_repr",
@@ -338,6 +341,29 @@ def check_name(cls, name):
                         "class name" % (cls.__name__, safe_repr(name)))
 
 
+def check_seconds(owner, option, value, allow_zero=False):
+    """Refuse a number of seconds that is not a finite real number (booleans refused).
+
+    ``owner`` names what takes the option in the message (a class name, or
+    ``None`` for a run's option); ``None`` is always accepted (no limit).
+    """
+    if value is None:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        try:
+            ok = not math.isnan(value) and not math.isinf(value) and (
+                value >= 0 if allow_zero else value > 0)
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+    if not ok:
+        given = "%s=%s" % (option, safe_repr(value))
+        raise ValueError("%s: give None (no limit) or a finite number of seconds %s"
+                         % ("%s(%s)" % (owner, given) if owner else given,
+                            ">= 0" if allow_zero else "> 0"))
+    return value
+
+
 def safe_repr(obj, limit=200):
     # type: (Any, int) -> str
     """``repr(obj)`` for messages: never raises, and at most about ``limit`` characters.
@@ -349,7 +375,9 @@ def safe_repr(obj, limit=200):
         text = repr(obj)
         if not isinstance(text, str):
             text = str(text)
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # GeneratorExit and custom BaseException too
         try:
             kind = type(obj).__name__
         except Exception:  # pragma: no cover - a type without a name
@@ -365,7 +393,11 @@ def safe_str(exc):
     """``"Type: message"`` of an exception, for messages: never raises."""
     try:
         text = str(exc)
-    except Exception:
+        if not isinstance(text, str):
+            text = str(text)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:
         text = "(its str() raised)"
     try:
         kind = type(exc).__name__

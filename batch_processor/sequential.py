@@ -15,7 +15,7 @@ import collections
 import logging
 import numbers
 
-from ._runtime import Runtime
+from ._runtime import Runtime, library_callback
 from ._synchronous import ExecutorRuntime, SynchronousMixin
 from .compat import exception_of
 from .interface import BaseBatchProcessor, Handle, check_name, describe, safe_repr
@@ -67,6 +67,7 @@ class SequentialRuntime(Runtime):
             self.start_scheduled = True
             self.loop.call_soon(self.next_batch)
 
+    @library_callback
     def next_batch(self):
         self.start_scheduled = False
         queue = self.queue
@@ -81,9 +82,11 @@ class SequentialRuntime(Runtime):
             batch = [popleft() for _ in range(size)]
         self.batch = batch
         logger.debug("%s: a batch of %d descriptors starts", describe(self.processor), len(batch))
-        future = self.batch_future = self.launch_batch(batch)
+        # A batch that cannot start (its _executor raises...) fails, alone.
+        future = self.batch_future = self.guarded(self.launch_batch, batch)
         future.add_done_callback(self.batch_done)
 
+    @library_callback
     def batch_done(self, future):
         if future is not self.batch_future:
             if not future.cancelled():
@@ -121,6 +124,15 @@ class SequentialRuntime(Runtime):
                 "it must return exactly one result per descriptor, in order"
                 % (describe(self.processor), len(results), len(batch)))
         return None
+
+    def orphan_all(self):
+        descriptors = []
+        if self.batch is not None:
+            descriptors.extend(self.batch)
+        self.batch = self.batch_future = None
+        descriptors.extend(self.queue)
+        self.queue.clear()
+        return descriptors
 
     def launch_batch(self, batch):  # pragma: no cover - each form implements it
         """Start running ``batch``; return its future (done if it could not start)."""
