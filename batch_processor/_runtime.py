@@ -133,8 +133,9 @@ class Runtime(object):
         if self.unfinished and self.loop is not None and self.loop.is_closed():
             raise ProcessorStateError(
                 "%s has %d jobs in flight on an event loop that was closed: they cannot "
-                "come back; kill() it (they come back as cancelled handles), then run it "
-                "on the new loop" % (describe(self.processor), self.unfinished))
+                "come back; kill() it (they come back as cancelled handles from "
+                "get_ready()) and run the work with a new processor"
+                % (describe(self.processor), self.unfinished))
         if self.unfinished:
             raise ProcessorStateError(
                 "%s still has %d jobs running on another event loop; let them finish "

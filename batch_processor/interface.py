@@ -146,13 +146,15 @@ class BatchProcessorResultHandle(object):
         elif fut.cancelled():
             outcome = "cancelled"
         elif compat.exception_of(fut) is not None:
-            outcome = "failed: %r" % (compat.exception_of(fut),)
+            outcome = "failed: %s" % (safe_repr(compat.exception_of(fut), _HANDLE_REPR_LIMIT),)
         else:
-            outcome = "result: %r" % (fut.result(),)
-        return "BatchProcessorResultHandle(descriptor=%r, %s)" % (self.descriptor, outcome)
+            outcome = "result: %s" % (safe_repr(fut.result(), _HANDLE_REPR_LIMIT),)
+        return "BatchProcessorResultHandle(descriptor=%s, %s)" % (
+            safe_repr(self.descriptor, _HANDLE_REPR_LIMIT), outcome)
 
 
 Handle = BatchProcessorResultHandle
+_HANDLE_REPR_LIMIT = 2000
 
 
 @six.add_metaclass(abc.ABCMeta)
@@ -412,13 +414,13 @@ def as_descriptor_list(descriptors, processor):
         return list(descriptors)
     if isinstance(descriptors, (six.string_types, bytes)):
         raise TypeError(
-            "%s.feed_new() takes an iterable of descriptors, got the string %r; "
-            "wrap a single descriptor in a list: [%r]"
-            % (describe(processor), descriptors, descriptors))
+            "%s.feed_new() takes an iterable of descriptors, got the string %s; "
+            "wrap a single descriptor in a list: [%s]"
+            % (describe(processor), safe_repr(descriptors), safe_repr(descriptors)))
     try:
         iterator = iter(descriptors)
     except TypeError:
         raise TypeError(
             "%s.feed_new() takes an iterable of descriptors (list, tuple, generator), "
-            "got %r; wrap a single descriptor in a list" % (describe(processor), descriptors))
+            "got %s; wrap a single descriptor in a list" % (describe(processor), safe_repr(descriptors)))
     return list(iterator)

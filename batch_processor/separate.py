@@ -33,8 +33,8 @@ _NOTHING = object()
 
 def _check_attempts(instance, attribute, value):
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError("RetryPolicy(attempts=%r): attempts counts every attempt and "
-                         "must be an integer >= 1" % (value,))
+        raise ValueError("RetryPolicy(attempts=%s): attempts counts every attempt and "
+                         "must be an integer >= 1" % (safe_repr(value),))
 
 
 def _check_backoff(instance, attribute, value):
@@ -50,7 +50,8 @@ def _as_exception_tuple(value):
 def _check_retry_on(instance, attribute, value):
     for cls in value:
         if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-            raise TypeError("RetryPolicy(retry_on=%r): retry_on takes exception classes" % (value,))
+            raise TypeError("RetryPolicy(retry_on=%s): retry_on takes exception classes"
+                            % (safe_repr(value),))
 
 
 @attr.s(frozen=True)
@@ -80,11 +81,12 @@ def _check_options(cls, max_parallel_jobs, job_timeout, retry, processor_name):
     if max_parallel_jobs is not None and (
             not isinstance(max_parallel_jobs, numbers.Integral) or isinstance(max_parallel_jobs, bool)
             or max_parallel_jobs < 1):
-        raise ValueError("%s(max_parallel_jobs=%r): give None (no cap) or an integer >= 1"
-                         % (name, max_parallel_jobs))
+        raise ValueError("%s(max_parallel_jobs=%s): give None (no cap) or an integer >= 1"
+                         % (name, safe_repr(max_parallel_jobs)))
     check_seconds(name, "job_timeout", job_timeout)
     if retry is not None and not isinstance(retry, RetryPolicy):
-        raise TypeError("%s(retry=%r): give None (one attempt) or a RetryPolicy(...)" % (name, retry))
+        raise TypeError("%s(retry=%s): give None (one attempt) or a RetryPolicy(...)"
+                        % (name, safe_repr(retry)))
 
 
 class _SeparateBase(BaseBatchProcessor):

@@ -35,8 +35,8 @@ class _SequentialBase(BaseBatchProcessor):
         if max_batch_size is not None and (
                 not isinstance(max_batch_size, numbers.Integral) or isinstance(max_batch_size, bool)
                 or max_batch_size < 1):
-            raise ValueError("%s(max_batch_size=%r): give None (all queued) or an integer >= 1"
-                             % (type(self).__name__, max_batch_size))
+            raise ValueError("%s(max_batch_size=%s): give None (all queued) or an integer >= 1"
+                             % (type(self).__name__, safe_repr(max_batch_size)))
         self.max_batch_size = max_batch_size
         self.name = name
 
