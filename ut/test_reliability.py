@@ -294,8 +294,11 @@ def test_hand_driven_kill_then_new_processor_runs(loop):
 # -- 9. a descriptor whose repr raises, with job_timeout --------------------------
 
 class Unrepr(object):
+    def __init__(self, kind=ValueError):
+        self.kind = kind
+
     def __repr__(self):
-        raise ValueError("no repr")
+        raise self.kind("no repr")
 
 
 class SlowOnUnrepr(SeparateBatchProcessorSynchronous):
@@ -315,11 +318,12 @@ class SlowAsyncOnUnrepr(SeparateBatchProcessor):
         raise Return(job_descriptor)
 
 
+@pytest.mark.parametrize("kind", [ValueError, CustomBase, GeneratorExit])
 @pytest.mark.parametrize("cls", [SlowOnUnrepr, SlowAsyncOnUnrepr])
-def test_unrepr_descriptor_times_out_with_job_timeout_error(cls):
+def test_unrepr_descriptor_times_out_with_job_timeout_error(cls, kind):
     processor = cls(job_timeout=0.1, retry=RetryPolicy(attempts=1))
     try:
-        handles = run_batch_processor(processor, [Unrepr()], timeout=TIMEOUT)
+        handles = run_batch_processor(processor, [Unrepr(kind)], timeout=TIMEOUT)
     finally:
         getattr(processor, "release", threading.Event()).set()
     with pytest.raises(JobTimeoutError):
@@ -328,26 +332,30 @@ def test_unrepr_descriptor_times_out_with_job_timeout_error(cls):
 
 # -- 10. a batch result that is not a list and whose repr raises ------------------
 
-class UnreprResult(object):
-    def __repr__(self):
-        raise Unprintable()
-
-
 class BadResultBatch(SequentialBatchProcessor):
+    def __init__(self, kind):
+        super(BadResultBatch, self).__init__()
+        self.kind = kind
+
     @coroutine
     def _run_batch(self, job_descriptors):
         yield From(asyncio.sleep(0))
-        raise Return(UnreprResult())
+        raise Return(Unrepr(self.kind))
 
 
 class BadResultBatchSync(SequentialBatchProcessorSynchronous):
+    def __init__(self, kind):
+        super(BadResultBatchSync, self).__init__()
+        self.kind = kind
+
     def _run_batch_synchronous(self, job_descriptors):
-        return UnreprResult()
+        return Unrepr(self.kind)
 
 
+@pytest.mark.parametrize("kind", [ValueError, CustomBase, GeneratorExit])
 @pytest.mark.parametrize("cls", [BadResultBatch, BadResultBatchSync])
-def test_unrepr_non_list_batch_result_fails_the_handles(cls):
-    handles = run_batch_processor(cls(), [1, 2], timeout=TIMEOUT)
+def test_unrepr_non_list_batch_result_fails_the_handles(cls, kind):
+    handles = run_batch_processor(cls(kind), [1, 2], timeout=TIMEOUT)
     assert len(handles) == 2
     for handle in handles:
         with pytest.raises(TypeError):
