@@ -54,7 +54,9 @@ def processor_name(processor):
     """``processor.name``, or its class name for an object that has no string name."""
     try:
         name = getattr(processor, "name", None)
-    except Exception:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # a name property that raises: messages still get made
         name = None
     if not isinstance(name, six.string_types) or not name:
         name = type(processor).__name__
