@@ -30,13 +30,15 @@ a job ends: `Runtime.end`.
 """
 from __future__ import absolute_import, division, print_function
 
+import functools
 import logging
 
 from . import compat
 from .interface import (
-    BatchProcessorResultHandle, ProcessorState, ProcessorStateError, describe, safe_repr)
+    BatchProcessorResultHandle, ProcessorState, ProcessorStateError, describe, safe_repr,
+    safe_str)
 
-__all__ = ["Observers", "PublicPort", "Runtime", "attach"]
+__all__ = ["Observers", "PublicPort", "Runtime", "attach", "library_callback"]
 
 logger = logging.getLogger("batch_processor")
 
@@ -58,6 +60,34 @@ def _future_factory(loop):
     if create is not None:
         return create
     return lambda: compat.new_future(loop)
+
+
+def library_callback(method):
+    """Guard a runtime's method that runs as a loop callback (a job's completion...).
+
+    Should it raise anyway (a bug of the library), asyncio would log the error and
+    drop it, and the run would wait for good. Instead the runtime reports the fault:
+    the run it is part of ends with an error that says so (`Runtime.fault`).
+    """
+    @functools.wraps(method)
+    def guarded(self, *args):
+        try:
+            return method(self, *args)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            self.fault(exc, method.__name__)
+    return guarded
+
+
+def _guarded_call(function, argument, fail):
+    """``function(argument)``; what it raises (but KeyboardInterrupt, SystemExit) goes to ``fail``."""
+    try:
+        return function(argument)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        return fail(exc)
 
 
 class Runtime(object):
@@ -105,6 +135,7 @@ class Runtime(object):
         self.stop_waiters = []
         self.listener = None
         self.on_end = None
+        self.fault_listener = None
 
     #: True for kinds whose jobs do not overlap (one batch at a time): when `end`
     #: runs, no job of the processor is running, so its state matches its handles.
@@ -116,11 +147,18 @@ class Runtime(object):
         """Bind to ``loop``, the loop of the run (or caller) about to drive the processor."""
         if self.loop is loop:
             return
+        if self.unfinished and self.loop is not None and self.loop.is_closed():
+            raise ProcessorStateError(
+                "%s has %d jobs in flight on an event loop that was closed: they cannot "
+                "come back; kill() it (they come back as cancelled handles from "
+                "get_ready()) and run the work with a new processor"
+                % (describe(self.processor), self.unfinished))
         if self.unfinished:
             raise ProcessorStateError(
                 "%s still has %d jobs running on another event loop; let them finish "
                 "(or kill() it) before running it on a new loop"
                 % (describe(self.processor), self.unfinished))
+        compat.contain_base_exceptions(loop)
         self.loop = loop
         self.new_future = _future_factory(loop)
         self.waiters = []
@@ -160,8 +198,13 @@ class Runtime(object):
     def feed(self, descriptors):
         """Start jobs for ``descriptors``, a non-empty list the caller owns no longer."""
         self.check_feedable()
+        was_idle = not self.unfinished and not self.ready
         self.unfinished += len(descriptors)
         self.start(descriptors)
+        if was_idle:
+            listener = self.listener
+            if listener is not None:
+                listener()  # the run learns the processor is busy, whoever fed it
 
     def take_ready(self):
         ready = self.ready
@@ -181,6 +224,25 @@ class Runtime(object):
     def observe(self, observer):
         self.observer = observer
         return True
+
+    def watch_faults(self, callback):
+        """``callback(exc, where)`` is called if a callback of this runtime raises (a bug)."""
+        self.fault_listener = callback
+
+    def fault(self, exc, where):
+        """A loop callback of the runtime raised ``exc``: a bug of the library.
+
+        The run that drives the processor is told (it kills everything and ends with
+        an error); a processor driven by hand is killed, so nothing waits for good.
+        """
+        where = "%s: %s()" % (describe(self.processor), where)
+        listener = self.fault_listener
+        if listener is not None:
+            listener(exc, where)
+            return
+        logger.error("batch_processor: %s raised %s; this is a bug of batch_processor "
+                     "(please report it); the processor is killed", where, safe_str(exc))
+        self.kill()
 
     # -- the public contract's other half ------------------------------------------
 
@@ -208,7 +270,13 @@ class Runtime(object):
         if self.final is not None:
             return
         self.final = ProcessorState.KILLED
-        descriptors = self.cancel_all()
+        loop = self.loop
+        if loop is not None and loop.is_closed():
+            # Its loop was closed with jobs in flight: their futures can no longer
+            # be cancelled (that schedules callbacks on the dead loop); forget them.
+            descriptors = self.orphan_all()
+        else:
+            descriptors = self.cancel_all()
         if self.unfinished != len(descriptors):  # pragma: no cover - a bug if it fires
             logger.error("%s: kill() found %d unfinished jobs, expected %d",
                          describe(self.processor), len(descriptors), self.unfinished)
@@ -290,6 +358,10 @@ class Runtime(object):
         future.set_result(result)
         return future
 
+    def guarded(self, function, argument):
+        """``function(argument)``, a future; what it raises gives a failed future instead."""
+        return _guarded_call(function, argument, self.failed_future)
+
     def run_coroutine(self, method, argument):
         """Start the coroutine ``method(argument)``; return its future.
 
@@ -300,9 +372,9 @@ class Runtime(object):
             job = method(argument)
             if type(job) is _CoroutineType:
                 return self.loop.create_task(job)
-        except compat.CancelledError:
+        except (KeyboardInterrupt, SystemExit):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # CancelledError too: that job fails, alone
             return self.failed_future(exc)
         try:
             return compat.as_future(job, self.loop)
@@ -324,6 +396,10 @@ class Runtime(object):
     def cancel_all(self):  # pragma: no cover - every kind implements it
         """Stop all unfinished work, forget it; return its descriptors in feed order."""
         raise NotImplementedError
+
+    def orphan_all(self):
+        """As `cancel_all`, for a closed loop: forget the unfinished work, touch no future."""
+        return self.cancel_all()
 
     def stopped(self):
         """The processor became STOPPED or KILLED: release what it owns."""

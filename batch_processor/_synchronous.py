@@ -13,10 +13,10 @@ import collections
 import functools
 import logging
 import pickle
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 from . import compat
-from .interface import describe
+from .interface import describe, safe_str
 
 if False:  # type checkers only
     from typing import Optional  # noqa: F401
@@ -32,7 +32,24 @@ def _call_method(processor, method_name, argument):
     Python 2 cannot pickle a bound method; a process pool can pickle this
     function, the processor (without its runtime state) and the method's name.
     """
-    return getattr(processor, method_name)(argument)
+    try:
+        return getattr(processor, method_name)(argument)
+    except StopIteration as exc:
+        # A future refuses StopIteration (Python 3): fail as asyncio does with it.
+        raise _from_stop_iteration(exc, method_name)
+
+
+def _from_stop_iteration(exc, method_name):
+    error = RuntimeError("%s() raised StopIteration (a next() on an exhausted iterator?)"
+                         % method_name)
+    error.__cause__ = exc
+    return error
+
+
+def _call_started(notify, processor, method_name, argument):
+    """`_call_method`, after ``notify()`` tells the loop the job starts running now."""
+    notify()
+    return _call_method(processor, method_name, argument)
 
 
 class SynchronousMixin(object):
@@ -82,21 +99,37 @@ class ExecutorRuntime(object):
             self.owned_executor = executor
         return executor
 
-    def submit(self, executor, argument):
-        """Run ``processor.method_name(argument)`` in ``executor``; return a future of the loop."""
+    def submit(self, executor, argument, on_start=None):
+        """Run ``processor.method_name(argument)`` in ``executor``; return a future of the loop.
+
+        ``on_start()`` is called from the loop when the job starts running: for a
+        thread pool when a worker takes it, for other executors when it is submitted.
+        """
         processor = self.processor
+        call, head = _call_method, ()
+        if on_start is not None:
+            if executor is None or isinstance(executor, (ThreadPoolExecutor,
+                                                         self.thread_pool_class())):
+                call, head = _call_started, (functools.partial(self.notify_start, on_start),)
+            else:
+                self.loop.call_soon(on_start)
         if executor is None:  # as with run_in_executor(): the loop's default executor
-            return self.loop.run_in_executor(None, _call_method, processor, self.method_name,
-                                             argument)
+            return self.loop.run_in_executor(None, call, *(head + (
+                processor, self.method_name, argument)))
         future = self.new_future()
         try:
             if compat.PY2 and isinstance(executor, ProcessPoolExecutor):
                 # The futures backport hangs on what it cannot pickle: find out first.
                 pickle.dumps((processor, self.method_name, argument), pickle.HIGHEST_PROTOCOL)
-            executor_future = executor.submit(_call_method, processor, self.method_name, argument)
-        except Exception as exc:  # a shut-down or broken executor fails this job only
+            executor_future = executor.submit(call, *(head + (
+                processor, self.method_name, argument)))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a shut-down or broken executor fails this job only
             future.set_exception(exc)
             return future
+        if executor is self.owned_executor:
+            executor_future.bp_owned = executor
         self.executor_futures[future] = executor_future
         executor_future.add_done_callback(functools.partial(self.executor_done, future))
         return future
@@ -112,22 +145,46 @@ class ExecutorRuntime(object):
                 # The loop is closed: the run that wanted this result is over.
                 self.wakeup_pending = False
 
+    @staticmethod
+    def thread_pool_class():
+        from .util import UnsafeThreadPoolExecutor
+        return UnsafeThreadPoolExecutor
+
+    def notify_start(self, on_start):
+        # Runs in the worker thread that starts the job.
+        try:
+            self.loop.call_soon_threadsafe(on_start)
+        except (RuntimeError, AttributeError):
+            pass  # the loop is closed: the run that wanted it is over
+
     def drain_completed(self):
         self.wakeup_pending = False
         completed = self.completed
-        pending = self.executor_futures
         while completed:
             future, executor_future = completed.popleft()
-            if pending.pop(future, None) is None or future.done():
-                continue  # cancelled on the loop's side: killed or timed out
-            if executor_future.cancelled():
-                future.cancel()
-                continue
-            exc = executor_future.exception()
-            if exc is None:
-                future.set_result(executor_future.result())
-            else:
-                compat.fail(future, exc, executor_future)
+            try:
+                self.deliver(future, executor_future)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # one bad completion never loses the others
+                if not future.done():
+                    future.set_exception(RuntimeError(
+                        "%s: the outcome of a job could not be handed back (%s)"
+                        % (describe(self.processor), safe_str(exc))))
+
+    def deliver(self, future, executor_future):
+        if self.executor_futures.pop(future, None) is None or future.done():
+            return  # cancelled on the loop's side: killed or timed out
+        if executor_future.cancelled():
+            future.cancel()
+            return
+        exc = executor_future.exception()
+        if exc is None:
+            future.set_result(executor_future.result())
+        else:
+            if isinstance(exc, StopIteration):  # from an executor of the user's
+                exc = _from_stop_iteration(exc, self.method_name)
+            compat.fail(future, exc, executor_future)
 
     def cancel_executor_future(self, future):
         """Cancel the loop future ``future`` and, if it can, the work behind it."""
@@ -145,8 +202,22 @@ class ExecutorRuntime(object):
             future.cancel()
         return descriptors
 
+    def orphan_all(self):
+        """As `cancel_all` for a closed loop: stop the work, touch no future of the loop."""
+        descriptors = super(ExecutorRuntime, self).orphan_all()
+        pending, self.executor_futures = self.executor_futures, {}
+        for executor_future in pending.values():
+            self.cancel_work(executor_future)
+        return descriptors
+
     def cancel_work(self, executor_future):
         if not executor_future.cancel() and not executor_future.done():
+            owned = getattr(executor_future, "bp_owned", None)
+            if owned is not None:
+                # The abandoned job keeps its worker: let the pool start another one
+                # for the jobs that follow, until it returns.
+                owned._grow(1)
+                executor_future.add_done_callback(lambda _: owned._grow(-1))
             logger.warning("%s: a job already running in its executor cannot be interrupted; "
                            "it is abandoned and its result will be discarded",
                            describe(self.processor))

@@ -211,8 +211,7 @@ class Recorder(object):
         for (blob,) in db.execute("SELECT keys FROM ended"):
             ended.update(_loads(blob))
         handles = {}
-        for record, node, blob in db.execute(
-                "SELECT record, node, items FROM handles ORDER BY record, node"):
+        for node, blob in db.execute("SELECT node, items FROM handles ORDER BY record, node"):
             restored = handles.setdefault(node, [])
             for key, descriptor, kind, value in _loads(blob):
                 if key is not None:
@@ -220,7 +219,7 @@ class Recorder(object):
                 restored.append(Handle(descriptor, self._outcome(kind, value)))
         pending = []
         top_key = -1
-        for record, blob in db.execute("SELECT record, items FROM fed ORDER BY record"):
+        for (blob,) in db.execute("SELECT items FROM fed ORDER BY record"):
             for key, node, descriptor in _loads(blob):
                 top_key = max(top_key, key)
                 if key not in ended:

@@ -112,6 +112,33 @@ if PY2:  # pragma: no cover - exercised by the py27 environment
             tb = info()[1] if info is not None else getattr(source, "_exception_tb", None)
         future._set_exception_with_tb(exc, tb)
 
+    class ContainedTask(asyncio.Task):
+        """A task that fails alone on any ``BaseException`` but ``KeyboardInterrupt``/``SystemExit``.
+
+        trollius re-raises every ``BaseException`` of a task out of the loop (a custom
+        subclass, ``GeneratorExit``...), which aborts the whole run; asyncio 3.8+
+        re-raises only ``KeyboardInterrupt`` and ``SystemExit``. The exception is
+        already the task's when trollius re-raises it.
+        """
+
+        def _step(self, value=None, exc=None, exc_tb=None):
+            try:
+                super(ContainedTask, self)._step(value, exc, exc_tb)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:
+                if not self.done():  # pragma: no cover - trollius always set it
+                    raise
+
+    def contained_task_factory(loop, coro):
+        """A task factory for ``loop.set_task_factory``: `ContainedTask` for every coroutine."""
+        return ContainedTask(coro, loop=loop)
+
+    def contain_base_exceptions(loop):
+        """Make ``loop``'s tasks fail alone on a non-exiting ``BaseException``, as on 3.x."""
+        if loop.get_task_factory() is None:
+            loop.set_task_factory(contained_task_factory)
+
     def run_until_complete(loop, awaitable):
         """``loop.run_until_complete(awaitable)``, leaving no stop callback behind.
 
@@ -151,6 +178,13 @@ else:
         """`DONE`, the awaitable done at once and tied to no loop."""
         return DONE
 
+    def contained_task_factory(loop, coro):
+        """asyncio already lets a task fail alone on a non-exiting ``BaseException``."""
+        return asyncio.Task(coro, loop=loop)
+
+    def contain_base_exceptions(loop):
+        """Nothing to do on Python 3.8+: tasks re-raise only KeyboardInterrupt, SystemExit."""
+
     #: ``future.exception()``: on Python 3 the traceback lives on the exception.
     exception_of = operator.methodcaller("exception")
 
@@ -175,7 +209,13 @@ def all_tasks(loop):
     """The tasks of ``loop`` that are not done."""
     if hasattr(asyncio, "all_tasks") and sys.version_info >= (3, 7):
         return asyncio.all_tasks(loop)
-    return set(task for task in asyncio.Task.all_tasks(loop) if not task.done())
+    # trollius keeps every task of the process in one WeakSet, which other threads'
+    # loops change while we look: iterating it raises "Set changed size during
+    # iteration". Copying its set of references is one step under the GIL.
+    refs = list(asyncio.Task._all_tasks.data)
+    tasks = (ref() for ref in refs)
+    return set(task for task in tasks
+               if task is not None and task._loop is loop and not task.done())
 
 
 __all__ = ["CancelledError", "From", "PY2", "Return", "TimeoutError", "asyncio", "coroutine"]

@@ -25,12 +25,11 @@ import six
 from . import compat
 from ._interrupt import InterruptibleRun
 from ._runtime import Observers, attach
-from .compat import CancelledError, From, Return, asyncio, coroutine
+from .compat import From, Return, asyncio, coroutine
 from .interface import (
     AbstractBatchProcessor, BatchProcessorError, ConverterError, GraphError, Handle,
     BatchProcessorResultHandle, ProcessorState, ProcessorStateError, RunTimeoutError,
-    SourceError, as_descriptor_list, describe, processor_labels, processor_name, safe_repr,
-    safe_str)
+    SourceError, as_descriptor_list, check_seconds, describe, processor_labels, safe_repr, safe_str)
 
 __all__ = [
     "GC_THRESHOLD",
@@ -58,8 +57,17 @@ _REFUSING = (ProcessorState.STOPPING, ProcessorState.STOPPED, ProcessorState.KIL
 
 
 def _converter_name(converter):
-    name = getattr(converter, "__qualname__", None) or getattr(converter, "__name__", None)
-    return name or repr(converter)
+    """How messages call a converter; never raises, whatever the converter is."""
+    for attribute in ("__qualname__", "__name__"):
+        try:
+            name = getattr(converter, attribute, None)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
+            name = None
+        if isinstance(name, six.string_types) and name:
+            return name
+    return safe_repr(converter)
 
 
 class BatchProcessorsGraph(object):
@@ -76,8 +84,8 @@ class BatchProcessorsGraph(object):
         if not isinstance(processor, AbstractBatchProcessor):
             raise TypeError(
                 "BatchProcessorsGraph.add_processor() takes a batch processor (an instance "
-                "of an AbstractBatchProcessor subclass such as SeparateBatchProcessor), got %r"
-                % (processor,))
+                "of an AbstractBatchProcessor subclass such as SeparateBatchProcessor), got %s"
+                % safe_repr(processor))
         if id(processor) not in self._ids:
             self._ids.add(id(processor))
             self._processors.append(processor)
@@ -93,7 +101,8 @@ class BatchProcessorsGraph(object):
         if not callable(converter):
             raise TypeError(
                 "the converter from %s to %s must be callable as converter(*handles) and "
-                "return descriptors, got %r" % (describe(source), describe(destination), converter))
+                "return descriptors, got %s"
+                % (describe(source), describe(destination), safe_repr(converter)))
         self.add_processor(source)
         self.add_processor(destination)
         for src, dst, conv in self._edges:
@@ -168,7 +177,7 @@ class _Run(object):
                  progress=False, max_in_flight=None, sink=None, checkpoint=None,
                  checkpoint_interval=1.0, trace=None):
         if not isinstance(graph, BatchProcessorsGraph):
-            raise TypeError("expected a BatchProcessorsGraph, got %r" % (graph,))
+            raise TypeError("expected a BatchProcessorsGraph, got %s" % safe_repr(graph))
         self.loop = loop
         self.trace = None
         self.timeout = _check_timeout(timeout)
@@ -235,6 +244,9 @@ class _Run(object):
                         self.progress.observed(node.processor)
                 node.mark = self._marker(node)
                 node.port.listen(node.mark)
+                watch = getattr(node.port, "watch_faults", None)
+                if watch is not None:
+                    watch(self.library_bug)
                 if node.port.in_flight:
                     self._busy.add(node)
         except BaseException:
@@ -318,6 +330,9 @@ class _Run(object):
                     node.port.release(node.mark)
                     if self._observer is not None:
                         node.port.observe(None)
+                    unwatch = getattr(node.port, "watch_faults", None)
+                    if unwatch is not None:
+                        unwatch(None)
 
     def _make_observer(self):
         """What watches the processors' attempts: the trace, the progress, both or nothing."""
@@ -450,15 +465,46 @@ class _Run(object):
                         descriptors = convert(converter, handles, node, destination)
                         if descriptors:
                             self._feed(destination, descriptors)
-                if not node.port.in_flight:
+                if node.port.in_flight:
+                    busy.add(node)  # also fed by someone else (a converter, a job)
+                else:
                     busy.discard(node)
         except _ConverterFailure as failure:
             self._abort(failure.error)
+            return
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a bug of the library: end the run, never hang
+            self.library_bug(exc, "the run's step")
             return
         if self._sources and not self._refill():
             return
         if not busy and not self._sources:
             self._finish()
+
+    def library_bug(self, exc, where):
+        """A callback of the library raised ``exc``: kill everything, end the run with an error."""
+        logger.error("batch_processor: %s raised %s; this is a bug of batch_processor (please "
+                     "report it); every processor is killed and the run ends",
+                     where, safe_str(exc), exc_info=(type(exc), exc, getattr(exc, "__traceback__", None)))
+        error = BatchProcessorError(
+            "%s raised %s: this is a bug of batch_processor, please report it; the run was "
+            "stopped, every processor killed, and the partial results are in .results"
+            % (where, safe_str(exc)))
+        error.__cause__ = exc
+        error.original = exc
+        try:
+            self.kill_all()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # pragma: no cover - the kill itself is broken
+            logger.exception("batch_processor: killing the processors failed too")
+        self._dirty.clear()
+        self._busy.clear()
+        error.results = self.results
+        self._close()
+        if not self.future.done():
+            self.future.set_exception(error)
 
     def _collect(self, node):
         """Take the ready handles of ``node``'s processor, keep and count them; return them."""
@@ -494,20 +540,24 @@ class _Run(object):
             if isinstance(descriptors, list):
                 return descriptors
             if descriptors is None or isinstance(descriptors, (six.string_types, bytes)):
-                raise TypeError("it returned %r, not an iterable of descriptors" % (descriptors,))
+                raise TypeError("it returned %s, not an iterable of descriptors"
+                                % safe_repr(descriptors))
             try:
                 iterator = iter(descriptors)
             except TypeError:
-                raise TypeError("it returned %r, not an iterable of descriptors" % (descriptors,))
+                raise TypeError("it returned %s, not an iterable of descriptors"
+                                % safe_repr(descriptors))
             return list(iterator)
-        except (Exception, CancelledError) as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # GeneratorExit, custom BaseException: a failure too
             error = ConverterError(
-                "the converter %s from %s to %s failed: %s: %s; the run was stopped and every "
+                "the converter %s from %s to %s failed: %s; the run was stopped and every "
                 "processor killed. A converter must return an iterable of descriptors (a list, "
                 "maybe empty) and handle failed and cancelled handles itself: check "
                 "handle.future.cancelled() and handle.future.exception() before .result()"
                 % (_converter_name(converter), describe(source.processor),
-                   describe(destination.processor), type(exc).__name__, exc),
+                   describe(destination.processor), safe_str(exc)),
                 converter=converter, source=source.processor,
                 destination=destination.processor, original=exc)
             error.__cause__ = exc
@@ -612,10 +662,7 @@ class _ConverterFailure(Exception):
 
 
 def _check_timeout(timeout):
-    if timeout is not None and (
-            not isinstance(timeout, numbers.Real) or isinstance(timeout, bool) or timeout <= 0):
-        raise ValueError("timeout=%r: give None (no limit) or a number of seconds > 0" % (timeout,))
-    return timeout
+    return check_seconds(None, "timeout", timeout)
 
 
 def _kept_ids(graph, keep_results):
@@ -660,14 +707,15 @@ def _initial_feeds(graph, initial_descriptors, nodes, lazy=False):
     if not hasattr(initial_descriptors, "items"):
         raise TypeError(
             "initial_descriptors must map processors of the graph to iterables of "
-            "descriptors, got %r" % (initial_descriptors,))
+            "descriptors, got %s" % safe_repr(initial_descriptors))
     feeds = []
     for processor, descriptors in initial_descriptors.items():
         if processor not in graph:
             raise GraphError(
-                "initial_descriptors names %r, which is not in the graph; add it with "
+                "initial_descriptors names %s, which is not in the graph; add it with "
                 "graph.add_processor() first" % (
-                    describe(processor) if isinstance(processor, AbstractBatchProcessor) else processor,))
+                    describe(processor) if isinstance(processor, AbstractBatchProcessor)
+                    else safe_repr(processor),))
         if processor.state in _REFUSING:
             raise ProcessorStateError(
                 "%s is %s and accepts no new jobs; give initial descriptors to processors "

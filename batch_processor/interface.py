@@ -16,6 +16,8 @@ import abc
 import copy
 import enum
 import logging
+import math
+import numbers
 
 import attr
 import six
@@ -35,6 +37,7 @@ __all__ = [
     "RunTimeoutError",
     "SourceError",
     "check_name",
+    "check_seconds",
     "describe",
     "processor_labels",
     "processor_name",
@@ -53,7 +56,9 @@ def processor_name(processor):
     """``processor.name``, or its class name for an object that has no string name."""
     try:
         name = getattr(processor, "name", None)
-    except Exception:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # a name property that raises: messages still get made
         name = None
     if not isinstance(name, six.string_types) or not name:
         name = type(processor).__name__
@@ -177,13 +182,15 @@ class BatchProcessorResultHandle(object):
         elif fut.cancelled():
             outcome = "cancelled"
         elif compat.exception_of(fut) is not None:
-            outcome = "failed: %r" % (compat.exception_of(fut),)
+            outcome = "failed: %s" % (safe_repr(compat.exception_of(fut), _HANDLE_REPR_LIMIT),)
         else:
-            outcome = "result: %r" % (fut.result(),)
-        return "BatchProcessorResultHandle(descriptor=%r, %s)" % (self.descriptor, outcome)
+            outcome = "result: %s" % (safe_repr(fut.result(), _HANDLE_REPR_LIMIT),)
+        return "BatchProcessorResultHandle(descriptor=%s, %s)" % (
+            safe_repr(self.descriptor, _HANDLE_REPR_LIMIT), outcome)
 
 
 Handle = BatchProcessorResultHandle
+_HANDLE_REPR_LIMIT = 2000
 
 
 @six.add_metaclass(abc.ABCMeta)
@@ -372,6 +379,29 @@ def check_name(cls, name):
                         "class name" % (cls.__name__, safe_repr(name)))
 
 
+def check_seconds(owner, option, value, allow_zero=False):
+    """Refuse a number of seconds that is not a finite real number (booleans refused).
+
+    ``owner`` names what takes the option in the message (a class name, or
+    ``None`` for a run's option); ``None`` is always accepted (no limit).
+    """
+    if value is None:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        try:
+            ok = not math.isnan(value) and not math.isinf(value) and (
+                value >= 0 if allow_zero else value > 0)
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+    if not ok:
+        given = "%s=%s" % (option, safe_repr(value))
+        raise ValueError("%s: give None (no limit) or a finite number of seconds %s"
+                         % ("%s(%s)" % (owner, given) if owner else given,
+                            ">= 0" if allow_zero else "> 0"))
+    return value
+
+
 def safe_repr(obj, limit=200):
     # type: (Any, int) -> str
     """``repr(obj)`` for messages: never raises, and at most about ``limit`` characters.
@@ -383,7 +413,9 @@ def safe_repr(obj, limit=200):
         text = repr(obj)
         if not isinstance(text, str):
             text = str(text)
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # GeneratorExit and custom BaseException too
         try:
             kind = type(obj).__name__
         except Exception:  # pragma: no cover - a type without a name
@@ -399,7 +431,11 @@ def safe_str(exc):
     """``"Type: message"`` of an exception, for messages: never raises."""
     try:
         text = str(exc)
-    except Exception:
+        if not isinstance(text, str):
+            text = str(text)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:
         text = "(its str() raised)"
     try:
         kind = type(exc).__name__
@@ -414,13 +450,13 @@ def as_descriptor_list(descriptors, processor):
         return list(descriptors)
     if isinstance(descriptors, (six.string_types, bytes)):
         raise TypeError(
-            "%s.feed_new() takes an iterable of descriptors, got the string %r; "
-            "wrap a single descriptor in a list: [%r]"
-            % (describe(processor), descriptors, descriptors))
+            "%s.feed_new() takes an iterable of descriptors, got the string %s; "
+            "wrap a single descriptor in a list: [%s]"
+            % (describe(processor), safe_repr(descriptors), safe_repr(descriptors)))
     try:
         iterator = iter(descriptors)
     except TypeError:
         raise TypeError(
             "%s.feed_new() takes an iterable of descriptors (list, tuple, generator), "
-            "got %r; wrap a single descriptor in a list" % (describe(processor), descriptors))
+            "got %s; wrap a single descriptor in a list" % (describe(processor), safe_repr(descriptors)))
     return list(iterator)

@@ -11,16 +11,17 @@ from __future__ import absolute_import, division, print_function
 
 import abc
 import collections
+import functools
 import logging
 import numbers
 
 import attr
 
-from ._runtime import Runtime
+from ._runtime import Runtime, library_callback
 from ._synchronous import ExecutorRuntime, SynchronousMixin
 from .compat import CancelledError, From, Return, asyncio, coroutine, exception_of
 from .interface import (
-    BaseBatchProcessor, Handle, JobTimeoutError, check_name, describe, safe_repr)
+    BaseBatchProcessor, Handle, JobTimeoutError, check_name, check_seconds, describe, safe_repr)
 
 __all__ = ["RetryPolicy", "SeparateBatchProcessor", "SeparateBatchProcessorSynchronous"]
 
@@ -32,13 +33,14 @@ _NOTHING = object()
 
 def _check_attempts(instance, attribute, value):
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError("RetryPolicy(attempts=%r): attempts counts every attempt and "
-                         "must be an integer >= 1" % (value,))
+        raise ValueError("RetryPolicy(attempts=%s): attempts counts every attempt and "
+                         "must be an integer >= 1" % (safe_repr(value),))
 
 
 def _check_backoff(instance, attribute, value):
-    if not isinstance(value, numbers.Real) or value < 0:
-        raise ValueError("RetryPolicy(backoff=%r): backoff is a number of seconds >= 0" % (value,))
+    if value is None:
+        raise ValueError("RetryPolicy(backoff=None): backoff is a finite number of seconds >= 0")
+    check_seconds("RetryPolicy", "backoff", value, allow_zero=True)
 
 
 def _as_exception_tuple(value):
@@ -48,7 +50,8 @@ def _as_exception_tuple(value):
 def _check_retry_on(instance, attribute, value):
     for cls in value:
         if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-            raise TypeError("RetryPolicy(retry_on=%r): retry_on takes exception classes" % (value,))
+            raise TypeError("RetryPolicy(retry_on=%s): retry_on takes exception classes"
+                            % (safe_repr(value),))
 
 
 @attr.s(frozen=True)
@@ -78,13 +81,12 @@ def _check_options(cls, max_parallel_jobs, job_timeout, retry, processor_name):
     if max_parallel_jobs is not None and (
             not isinstance(max_parallel_jobs, numbers.Integral) or isinstance(max_parallel_jobs, bool)
             or max_parallel_jobs < 1):
-        raise ValueError("%s(max_parallel_jobs=%r): give None (no cap) or an integer >= 1"
-                         % (name, max_parallel_jobs))
-    if job_timeout is not None and (not isinstance(job_timeout, numbers.Real) or job_timeout <= 0):
-        raise ValueError("%s(job_timeout=%r): give None (no limit) or a number of seconds > 0"
-                         % (name, job_timeout))
+        raise ValueError("%s(max_parallel_jobs=%s): give None (no cap) or an integer >= 1"
+                         % (name, safe_repr(max_parallel_jobs)))
+    check_seconds(name, "job_timeout", job_timeout)
     if retry is not None and not isinstance(retry, RetryPolicy):
-        raise TypeError("%s(retry=%r): give None (one attempt) or a RetryPolicy(...)" % (name, retry))
+        raise TypeError("%s(retry=%s): give None (one attempt) or a RetryPolicy(...)"
+                        % (name, safe_repr(retry)))
 
 
 class _SeparateBase(BaseBatchProcessor):
@@ -145,7 +147,7 @@ class SeparateRuntime(Runtime):
     def launch_one(self, descriptor):
         if logger.isEnabledFor(_DEBUG):
             logger.debug("%s: job %s starts", describe(self.processor), safe_repr(descriptor))
-        future = self.attempt(descriptor)
+        future = self.guarded(self.attempt, descriptor)
         if self.observer is not None:
             self.observer.job_started(self.processor, future, descriptor)
         self.running[future] = descriptor
@@ -158,9 +160,11 @@ class SeparateRuntime(Runtime):
         self.running[task] = descriptor
         task.add_done_callback(self.attempts_done)
 
+    @library_callback
     def job_done(self, future):
         self.finish(future, future)
 
+    @library_callback
     def attempts_done(self, task):
         outcome = task
         if not task.cancelled() and task.exception() is None:
@@ -184,9 +188,19 @@ class SeparateRuntime(Runtime):
 
     # -- one attempt, and many -------------------------------------------------------
 
-    def attempt(self, descriptor):  # pragma: no cover - each form implements it
+    #: Whether `attempt` calls ``on_start`` (from the loop) when the work really
+    #: starts: an executor may queue it first, and ``job_timeout`` counts running time.
+    signals_start = False
+
+    def attempt(self, descriptor, on_start=None):  # pragma: no cover - each form implements it
         """Start one attempt of a job; return its future (done if it could not start)."""
         raise NotImplementedError
+
+    def arm_timer(self, attempt, expired):
+        """The attempt ``attempt = [future]`` started running: its ``job_timeout`` starts now."""
+        if attempt and not attempt[0].done() and len(attempt) == 1:
+            attempt.append(self.loop.call_later(
+                self.processor.job_timeout, self.expire, attempt[0], expired))
 
     def cancel_attempt(self, future):
         future.cancel()
@@ -201,17 +215,19 @@ class SeparateRuntime(Runtime):
         """
         processor = self.processor
         policy, timeout = processor.retry, processor.job_timeout
-        loop = self.loop
         attempt = 0
         while True:
             attempt += 1
-            future = self.attempt(descriptor)
+            current, expired, on_start = [], [], None
+            if timeout is not None:
+                on_start = functools.partial(self.arm_timer, current, expired)
+            future = self.guarded(functools.partial(self.attempt, on_start=on_start), descriptor)
+            current.append(future)
             observer = self.observer
             if observer is not None:
                 observer.job_started(processor, future, descriptor, attempt)
-            timer, expired = None, []
-            if timeout is not None and not future.done():
-                timer = loop.call_later(timeout, self.expire, future, expired)
+            if on_start is not None and not self.signals_start:
+                on_start()
             try:
                 yield From(_settled(future, self.new_future()))
             except CancelledError:
@@ -223,7 +239,7 @@ class SeparateRuntime(Runtime):
                     observer.ended(future, "cancelled")
                 raise
             finally:
-                if timer is not None:
+                for timer in current[1:]:
                     timer.cancel()
             if observer is not None:
                 observer.ended(future, "timeout" if expired else None)
@@ -249,6 +265,13 @@ class SeparateRuntime(Runtime):
                        describe(self.processor), self.processor.job_timeout)
         expired.append(True)
         self.cancel_attempt(future)
+
+    def orphan_all(self):
+        running, self.running = self.running, {}
+        descriptors = list(running.values())
+        descriptors.extend(self.queue)
+        self.queue.clear()
+        return descriptors
 
     def cancel_all(self):
         running, self.running = self.running, {}
@@ -280,7 +303,7 @@ def _settled(future, waiter):
 
 
 class _CoroutineRuntime(SeparateRuntime):
-    def attempt(self, descriptor):
+    def attempt(self, descriptor, on_start=None):
         return self.run_coroutine(self.processor._run_one_job, descriptor)
 
 
@@ -308,9 +331,10 @@ class SeparateBatchProcessor(_SeparateBase):
 
 class _ThreadRuntime(ExecutorRuntime, SeparateRuntime):
     method_name = "_run_one_job_synchronous"
+    signals_start = True
 
-    def attempt(self, descriptor):
-        return self.submit(self.processor._executor, descriptor)
+    def attempt(self, descriptor, on_start=None):
+        return self.submit(self.processor._executor, descriptor, on_start)
 
     def cancel_attempt(self, future):
         self.cancel_executor_future(future)

@@ -15,7 +15,7 @@ import collections
 import logging
 import numbers
 
-from ._runtime import Runtime
+from ._runtime import Runtime, library_callback
 from ._synchronous import ExecutorRuntime, SynchronousMixin
 from .compat import exception_of
 from .interface import BaseBatchProcessor, Handle, check_name, describe, safe_repr
@@ -35,8 +35,8 @@ class _SequentialBase(BaseBatchProcessor):
         if max_batch_size is not None and (
                 not isinstance(max_batch_size, numbers.Integral) or isinstance(max_batch_size, bool)
                 or max_batch_size < 1):
-            raise ValueError("%s(max_batch_size=%r): give None (all queued) or an integer >= 1"
-                             % (type(self).__name__, max_batch_size))
+            raise ValueError("%s(max_batch_size=%s): give None (all queued) or an integer >= 1"
+                             % (type(self).__name__, safe_repr(max_batch_size)))
         self.max_batch_size = max_batch_size
         self.name = name
 
@@ -69,6 +69,7 @@ class SequentialRuntime(Runtime):
             self.start_scheduled = True
             self.loop.call_soon(self.next_batch)
 
+    @library_callback
     def next_batch(self):
         self.start_scheduled = False
         queue = self.queue
@@ -83,11 +84,13 @@ class SequentialRuntime(Runtime):
             batch = [popleft() for _ in range(size)]
         self.batch = batch
         logger.debug("%s: a batch of %d descriptors starts", describe(self.processor), len(batch))
-        future = self.batch_future = self.launch_batch(batch)
+        # A batch that cannot start (its _executor raises...) fails, alone.
+        future = self.batch_future = self.guarded(self.launch_batch, batch)
         if self.observer is not None:
             self.observer.batch_started(self.processor, future, batch)
         future.add_done_callback(self.batch_done)
 
+    @library_callback
     def batch_done(self, future):
         if self.observer is not None:
             self.observer.ended(future, _batch_outcome(
@@ -128,6 +131,15 @@ class SequentialRuntime(Runtime):
                 "it must return exactly one result per descriptor, in order"
                 % (describe(self.processor), len(results), len(batch)))
         return None
+
+    def orphan_all(self):
+        descriptors = []
+        if self.batch is not None:
+            descriptors.extend(self.batch)
+        self.batch = self.batch_future = None
+        descriptors.extend(self.queue)
+        self.queue.clear()
+        return descriptors
 
     def launch_batch(self, batch):  # pragma: no cover - each form implements it
         """Start running ``batch``; return its future (done if it could not start)."""

@@ -172,7 +172,7 @@ class TraceWriter(object):
         try:
             open_records, self._open = list(self._open.items()), {}
             open_records.sort(key=lambda item: item[1][0])
-            for key, record in open_records:
+            for _key, record in open_records:
                 self._end(record, "cancelled", None)
             if not self._broken:
                 self._file.write(u"\n]\n" if not self._first else u"[]\n")

@@ -181,6 +181,12 @@ class UnsafeThreadPoolExecutor(Executor):
                 pool.threads.add(thread)
             return future
 
+    def _grow(self, count):
+        """Allow ``count`` more (or, negative, fewer) workers: a worker held by an
+        abandoned job is replaced, and the allowance returns when that job ends."""
+        with self._pool.lock:
+            self._max_workers += count
+
     def shutdown(self, wait=True, cancel_futures=False):
         """Stop accepting jobs and let the workers exit once the queue is drained.
 

@@ -54,7 +54,9 @@ def reference(tmpdir_factory):
 def test_a_run_killed_again_and_again_resumes_to_the_same_result(tmpdir, reference, seed):
     rng = random.Random(seed)
     kills = 0
-    for launches in range(60):
+    launches = 0
+    for _ in range(60):
+        launches += 1
         how = rng.choice(["job", "job", "record", "interrupt"])
         env = {}
         if how == "record":
@@ -77,7 +79,7 @@ def test_a_run_killed_again_and_again_resumes_to_the_same_result(tmpdir, referen
     # the work away, the run could never have finished. How many ran twice (jobs in
     # flight, or ended after the last record, at a kill) depends on timing.
     print("seed %d: %d launches, %d kills, %d jobs run twice"
-          % (seed, launches + 1, kills, len(ran) - TRIALS))
+          % (seed, launches, kills, len(ran) - TRIALS))
 
 
 def test_a_finished_checkpoint_returns_its_result_and_runs_nothing(tmpdir, reference):

@@ -164,7 +164,7 @@ def test_dropping_the_iterator_kills_the_run(gated):
 def test_dropping_a_for_loop_early_kills_the_run(gated):
     processor = gated()
     processor.gate(1).set()
-    for handle in iter_batch_processor(processor, [1, 2]):
+    for _handle in iter_batch_processor(processor, [1, 2]):
         break
     gc.collect()
     assert processor.state is ProcessorState.KILLED
@@ -285,7 +285,7 @@ def test_max_in_flight_with_the_stream_bounds_reading():
     source = Counting(30)
     stream = iter_batch_processor(Separate(fn=lambda x: x), iter(source), max_in_flight=2)
     yielded = 0
-    for handle in stream:
+    for _handle in stream:
         yielded += 1
         # at most 2 in flight, and at most the 2 collected with this one not yielded yet
         assert source.read <= yielded + 2 + 2
