@@ -308,6 +308,14 @@ class _ThreadRuntime(ExecutorRuntime, SeparateRuntime):
 class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
     """Runs the plain function ``_run_one_job_synchronous(descriptor)`` in ``self._executor``.
 
+    Args:
+        max_parallel_jobs, job_timeout, retry, name: as for `SeparateBatchProcessor`.
+        executor: ``None`` or ``"threads"`` (a thread pool the processor owns),
+            ``"processes"`` (a process pool it owns, of ``max_parallel_jobs``
+            workers, default the number of CPUs, each holding a copy of the processor
+            made when the worker started), or a ``concurrent.futures.Executor``
+            instance, used as it is and never pickled.
+
     ``_executor`` is read once per job. By default it is one thread pool (with daemon
     threads) shared by the processor's jobs, with ``max_parallel_jobs`` workers when
     that is set and the standard library's default number otherwise.
@@ -315,8 +323,17 @@ class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
 
     _runtime_class = _ThreadRuntime
 
+    def __init__(self, max_parallel_jobs=None, job_timeout=None, retry=None, name=None,
+                 executor=None):
+        _SeparateBase.__init__(self, max_parallel_jobs, job_timeout, retry, name)
+        self._bp_set_executor(executor)
+
     @property
     def _default_workers(self):
+        return self.max_parallel_jobs
+
+    @property
+    def _default_processes(self):
         return self.max_parallel_jobs
 
     # -- the hooks a subclass implements or overrides ----------------------------------

@@ -171,12 +171,24 @@ class _ThreadRuntime(ExecutorRuntime, SequentialRuntime):
 class SequentialBatchProcessorSynchronous(SynchronousMixin, _SequentialBase):
     """Runs the plain function ``_run_batch_synchronous(descriptors)`` in ``self._executor``.
 
-    ``_executor`` is read once per batch; by default it is a single-thread pool (with
-    a daemon thread) owned by the processor.
+    Args:
+        max_batch_size, name: as for `SequentialBatchProcessor`.
+        executor: ``None`` or ``"threads"`` (a single-thread pool, with a daemon
+            thread, owned by the processor), ``"processes"`` (a pool of one worker
+            process it owns, holding a copy of the processor made when the worker
+            started), or a ``concurrent.futures.Executor`` instance, used as it is
+            and never pickled.
+
+    ``_executor`` is read once per batch.
     """
 
     _runtime_class = _ThreadRuntime
     _default_workers = 1
+    _default_processes = 1
+
+    def __init__(self, max_batch_size=None, name=None, executor=None):
+        _SequentialBase.__init__(self, max_batch_size, name)
+        self._bp_set_executor(executor)
 
     # -- the hooks a subclass implements or overrides ----------------------------------
 
