@@ -29,8 +29,10 @@ from __future__ import absolute_import, division, print_function
 import logging
 
 from . import compat
+from .compat import CancelledError, From, Return, asyncio, coroutine, exception_of
 from .interface import (
-    BatchProcessorResultHandle, ProcessorState, ProcessorStateError, describe, safe_repr)
+    BatchProcessorResultHandle, JobTimeoutError, ProcessorState, ProcessorStateError, describe,
+    safe_repr)
 
 __all__ = ["PublicPort", "Runtime", "attach"]
 
@@ -289,6 +291,72 @@ class Runtime(object):
                 "or decorate it with batch_processor.compat.coroutine)"
                 % (describe(self.processor), method.__name__, safe_repr(job))))
 
+    # -- attempts: job_timeout and retry ----------------------------------------------
+
+    def attempt(self, argument):  # pragma: no cover - each guarded kind implements it
+        """Start one attempt of ``argument``; return its future (done if it could not start)."""
+        raise NotImplementedError
+
+    def cancel_attempt(self, future):
+        future.cancel()
+
+    def describe_attempt(self, argument):
+        """How messages call what ``argument`` is: ``the job 3``, ``a batch of 8 ...``."""
+        return safe_repr(argument)
+
+    @coroutine
+    def attempts(self, argument):
+        """Run attempts of ``argument`` (a job's descriptor, a batch) until one succeeds
+        or the retry policy gives up.
+
+        Returns the last attempt's (done) future, so the handle carries its outcome
+        exactly; its exception is never raised here, so a ``SystemExit`` from a
+        worker thread cannot stop the loop.
+        """
+        processor = self.processor
+        policy, timeout = processor.retry, processor.job_timeout
+        loop = self.loop
+        attempt = 0
+        while True:
+            attempt += 1
+            future = self.attempt(argument)
+            timer, expired = None, []
+            if timeout is not None and not future.done():
+                timer = loop.call_later(timeout, self.expire, future, expired)
+            try:
+                yield From(_settled(future, self.new_future()))
+            except CancelledError:
+                if not future.done():
+                    self.cancel_attempt(future)
+                elif not future.cancelled():
+                    exception_of(future)  # ended as we were killed: nobody else will look
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if future.cancelled():
+                if not expired:
+                    raise Return(future)  # cancelled by someone else: not retried
+                future = self.failed_future(JobTimeoutError(
+                    "%s: attempt %d of %s ran longer than job_timeout=%s s"
+                    % (describe(processor), attempt, self.describe_attempt(argument), timeout)))
+            exc = exception_of(future)
+            if (exc is None or policy is None or attempt >= policy.attempts
+                    or not isinstance(exc, policy.retry_on)):
+                raise Return(future)
+            delay = policy.delay(attempt)
+            logger.warning("%s: attempt %d of %d of %s failed (%s); retrying in %s s",
+                           describe(processor), attempt, policy.attempts,
+                           self.describe_attempt(argument), safe_repr(exc), delay)
+            if delay > 0:
+                yield From(asyncio.sleep(delay))
+
+    def expire(self, future, expired):
+        logger.warning("%s: an attempt ran longer than job_timeout=%s s and is cancelled",
+                       describe(self.processor), self.processor.job_timeout)
+        expired.append(True)
+        self.cancel_attempt(future)
+
     # -- what each kind implements --------------------------------------------------
 
     def reset(self):
@@ -304,6 +372,15 @@ class Runtime(object):
 
     def stopped(self):
         """The processor became STOPPED or KILLED: release what it owns."""
+
+
+def _settled(future, waiter):
+    """``waiter``, resolved with ``None`` when ``future`` is done, whatever its outcome."""
+    def settle(_):
+        if not waiter.done():
+            waiter.set_result(None)
+    future.add_done_callback(settle)
+    return waiter
 
 
 class PublicPort(object):

@@ -18,9 +18,9 @@ import attr
 
 from ._runtime import Runtime
 from ._synchronous import ExecutorRuntime, SynchronousMixin
-from .compat import CancelledError, From, Return, asyncio, coroutine, exception_of
+from .compat import exception_of
 from .interface import (
-    BaseBatchProcessor, Handle, JobTimeoutError, check_name, describe, safe_repr)
+    BaseBatchProcessor, Handle, check_name, describe, function_processor, safe_repr)
 
 __all__ = ["RetryPolicy", "SeparateBatchProcessor", "SeparateBatchProcessorSynchronous"]
 
@@ -100,6 +100,16 @@ class _SeparateBase(BaseBatchProcessor):
         self.job_timeout = job_timeout
         self.retry = retry
         self.name = name
+
+    @classmethod
+    def from_function(cls, fn, **options):
+        """A processor whose job is ``fn(descriptor)``; ``options`` are the constructor's.
+
+        ``fn`` is a coroutine function for `SeparateBatchProcessor`, a plain function
+        for `SeparateBatchProcessorSynchronous` (picklable, defined at module level,
+        with ``executor="processes"``). ``name`` defaults to ``fn.__name__``.
+        """
+        return function_processor(cls, cls._bp_function_class, fn, options)
 
 
 class SeparateRuntime(Runtime):
@@ -187,57 +197,8 @@ class SeparateRuntime(Runtime):
     def cancel_attempt(self, future):
         future.cancel()
 
-    @coroutine
-    def attempts(self, descriptor):
-        """Run attempts until one succeeds or the retry policy gives up.
-
-        Returns the last attempt's (done) future, so the handle carries its outcome
-        exactly; its exception is never raised here, so a ``SystemExit`` from a
-        worker thread cannot stop the loop.
-        """
-        processor = self.processor
-        policy, timeout = processor.retry, processor.job_timeout
-        loop = self.loop
-        attempt = 0
-        while True:
-            attempt += 1
-            future = self.attempt(descriptor)
-            timer, expired = None, []
-            if timeout is not None and not future.done():
-                timer = loop.call_later(timeout, self.expire, future, expired)
-            try:
-                yield From(_settled(future, self.new_future()))
-            except CancelledError:
-                if not future.done():
-                    self.cancel_attempt(future)
-                elif not future.cancelled():
-                    exception_of(future)  # ended as we were killed: nobody else will look
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
-            if future.cancelled():
-                if not expired:
-                    raise Return(future)  # cancelled by someone else: not retried
-                future = self.failed_future(JobTimeoutError(
-                    "%s: attempt %d of the job %s ran longer than job_timeout=%s s"
-                    % (describe(processor), attempt, safe_repr(descriptor), timeout)))
-            exc = exception_of(future)
-            if (exc is None or policy is None or attempt >= policy.attempts
-                    or not isinstance(exc, policy.retry_on)):
-                raise Return(future)
-            delay = policy.delay(attempt)
-            logger.warning("%s: attempt %d of %d of the job %s failed (%s); retrying in %s s",
-                           describe(processor), attempt, policy.attempts, safe_repr(descriptor),
-                           safe_repr(exc), delay)
-            if delay > 0:
-                yield From(asyncio.sleep(delay))
-
-    def expire(self, future, expired):
-        logger.warning("%s: an attempt ran longer than job_timeout=%s s and is cancelled",
-                       describe(self.processor), self.processor.job_timeout)
-        expired.append(True)
-        self.cancel_attempt(future)
+    def describe_attempt(self, descriptor):
+        return "the job %s" % (safe_repr(descriptor),)
 
     def cancel_all(self):
         running, self.running = self.running, {}
@@ -257,15 +218,6 @@ def _log_end(processor, descriptor, future):
     else:
         outcome = "succeeded"
     logger.debug("%s: job %s %s", describe(processor), safe_repr(descriptor), outcome)
-
-
-def _settled(future, waiter):
-    """``waiter``, resolved with ``None`` when ``future`` is done, whatever its outcome."""
-    def settle(_):
-        if not waiter.done():
-            waiter.set_result(None)
-    future.add_done_callback(settle)
-    return waiter
 
 
 class _CoroutineRuntime(SeparateRuntime):
@@ -341,3 +293,29 @@ class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
     @abc.abstractmethod
     def _run_one_job_synchronous(self, job_descriptor):
         """Run one job and return its result (called in an executor's worker)."""
+
+
+class SeparateFunction(SeparateBatchProcessor):
+    """What `SeparateBatchProcessor.from_function` makes: the job is ``self.fn(descriptor)``."""
+
+    def __init__(self, fn, **options):
+        self.fn = fn
+        SeparateBatchProcessor.__init__(self, **options)
+
+    def _run_one_job(self, job_descriptor):
+        return self.fn(job_descriptor)
+
+
+class SeparateFunctionSynchronous(SeparateBatchProcessorSynchronous):
+    """What `SeparateBatchProcessorSynchronous.from_function` makes."""
+
+    def __init__(self, fn, **options):
+        self.fn = fn
+        SeparateBatchProcessorSynchronous.__init__(self, **options)
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        return self.fn(job_descriptor)
+
+
+SeparateBatchProcessor._bp_function_class = SeparateFunction
+SeparateBatchProcessorSynchronous._bp_function_class = SeparateFunctionSynchronous
