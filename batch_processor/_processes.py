@@ -22,6 +22,7 @@ import itertools
 import multiprocessing
 import os
 import pickle
+import signal
 import threading
 import traceback
 import weakref
@@ -48,8 +49,19 @@ _PROCESSORS = {}
 
 
 def _init_worker(token, processor_bytes):
-    """A worker process starts: unpickle the processor once, for all its jobs."""
+    """A worker process starts: unpickle the processor once, for all its jobs.
+
+    Ctrl-C is left to the main process, which stops the run and ends the workers.
+    """
+    _ignore_interrupts()
     _PROCESSORS[token] = pickle.loads(processor_bytes)
+
+
+def _ignore_interrupts():
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # pragma: no cover - not the main thread
+        pass
 
 
 def _run_job(token, method_name, descriptor_bytes):
@@ -183,11 +195,13 @@ class ProcessorPool(object):
             first = getattr(pool, "_queue_management_thread", None) is None
             if first:  # the workers fork now, and inherit the processor
                 _PROCESSORS[self.token] = self.processor
+                previous = _swap_sigint(signal.SIG_IGN)  # and Ctrl-C ignored
             try:
                 return pool.submit(_run_job, self.token, method_name, descriptor_bytes)
             finally:
                 if first:
                     _PROCESSORS.pop(self.token, None)
+                    _swap_sigint(previous)
         return pool.submit(_run_job, self.token, method_name, descriptor_bytes)
 
     def job_done(self, outer, inner, pool, descriptor):
@@ -215,6 +229,10 @@ class ProcessorPool(object):
         except Exception as exc:
             outer.set_exception(exc)
 
+    def submit(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` in a worker, as ``Executor.submit`` (everything pickled)."""
+        return self.current_pool().submit(fn, *args, **kwargs)
+
     # -- the end --------------------------------------------------------------------
 
     def shutdown(self, wait=True, kill=False):
@@ -227,6 +245,16 @@ class ProcessorPool(object):
                 _terminate(pool)
             else:
                 pool.shutdown(wait=wait)
+
+
+def _swap_sigint(handler):
+    """Set the SIGINT handler (from the main thread only); return the previous one."""
+    if handler is None or not isinstance(threading.current_thread(), threading._MainThread):
+        return None
+    try:
+        return signal.signal(signal.SIGINT, handler)
+    except ValueError:  # pragma: no cover
+        return None
 
 
 def _terminate(pool):
