@@ -85,7 +85,8 @@ class SynchronousMixin(object):
         """The `concurrent.futures.Executor` the jobs run in.
 
         Override it to choose another one (a process pool, a cluster's executor, a
-        fresh ``UnsafeThreadPoolExecutor(1)`` per job...); ``None`` means the event
+        fresh ``UnsafeThreadPoolExecutor(1)`` each time it is read: once per job of a
+        Separate processor, once per batch of a Sequential one...); ``None`` means the event
         loop's default executor, as with ``loop.run_in_executor()``. The default is
         what the constructor's ``executor=`` chose: a thread pool with daemon threads
         owned by the processor (``None``, ``"threads"``), a process pool it owns
