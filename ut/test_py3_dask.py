@@ -77,3 +77,24 @@ def test_the_demo_trains_on_a_local_dask_cluster(capsys, tmpdir):
     assert "Evaluated 6 of 6 configurations (0 failed)." in out
     with open(picture) as f:
         assert "DaskTrainer" in f.read()
+
+
+class KillsAWorker(DaskExecutorMixin, SeparateBatchProcessorSynchronous):
+    def _run_one_job_synchronous(self, job_descriptor):
+        import os
+        if job_descriptor == "die":
+            os._exit(1)
+        return job_descriptor
+
+
+def test_a_worker_that_dies_mid_run_loses_no_handle(client):
+    # The cluster's nanny starts a new worker process in place of the dead one.
+    processor = KillsAWorker(client, max_parallel_jobs=4)
+    descriptors = list(range(10)) + ["die"] + list(range(10, 20))
+    handles = run_batch_processor(processor, descriptors, timeout=120)
+    assert sorted(map(repr, (h.descriptor for h in handles))) == sorted(map(repr, descriptors))
+    for handle in handles:
+        if handle.descriptor != "die":
+            assert handle.future.result() == handle.descriptor
+        else:
+            assert handle.future.exception() is not None  # the cluster's error
