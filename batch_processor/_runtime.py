@@ -34,9 +34,10 @@ import functools
 import logging
 
 from . import compat
+from .compat import CancelledError, From, Return, asyncio, coroutine, exception_of
 from .interface import (
-    BatchProcessorResultHandle, ProcessorState, ProcessorStateError, describe, safe_repr,
-    safe_str)
+    BatchProcessorResultHandle, JobTimeoutError, ProcessorState, ProcessorStateError, describe,
+    safe_repr, safe_str)
 
 __all__ = ["Observers", "PublicPort", "Runtime", "attach", "library_callback"]
 
@@ -384,6 +385,93 @@ class Runtime(object):
                 "or decorate it with batch_processor.compat.coroutine)"
                 % (describe(self.processor), method.__name__, safe_repr(job))))
 
+    # -- attempts: job_timeout and retry ----------------------------------------------
+
+    def attempt(self, argument, on_start=None):  # pragma: no cover - each kind implements it
+        """Start one attempt of ``argument``; return its future (done if it could not start)."""
+        raise NotImplementedError
+
+    def cancel_attempt(self, future):
+        future.cancel()
+
+    def describe_attempt(self, argument):
+        """How messages call what ``argument`` is: ``the job 3``, ``a batch of 8 ...``."""
+        return safe_repr(argument)
+
+    #: Whether `attempt` calls ``on_start`` (from the loop) when the work really
+    #: starts: an executor may queue it first, and ``job_timeout`` counts running time.
+    signals_start = False
+    #: Whether each attempt is shown to the observer (a Sequential batch is shown whole).
+    observes_attempts = True
+
+    def arm_timer(self, attempt, expired):
+        """The attempt ``attempt = [future]`` started running: its ``job_timeout`` starts now."""
+        if attempt and not attempt[0].done() and len(attempt) == 1:
+            attempt.append(self.loop.call_later(
+                self.processor.job_timeout, self.expire, attempt[0], expired))
+
+    @coroutine
+    def attempts(self, argument):
+        """Run attempts of ``argument`` (a job's descriptor, a batch) until one succeeds
+        or the retry policy gives up.
+
+        Returns the last attempt's (done) future, so the handle carries its outcome
+        exactly; its exception is never raised here, so a ``SystemExit`` from a
+        worker thread cannot stop the loop.
+        """
+        processor = self.processor
+        policy, timeout = processor.retry, processor.job_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            current, expired, on_start = [], [], None
+            if timeout is not None:
+                on_start = functools.partial(self.arm_timer, current, expired)
+            future = self.guarded(functools.partial(self.attempt, on_start=on_start), argument)
+            current.append(future)
+            observer = self.observer if self.observes_attempts else None
+            if observer is not None:
+                observer.job_started(processor, future, argument, attempt)
+            if on_start is not None and not self.signals_start:
+                on_start()
+            try:
+                yield From(_settled(future, self.new_future()))
+            except CancelledError:
+                if not future.done():
+                    self.cancel_attempt(future)
+                elif not future.cancelled():
+                    exception_of(future)  # ended as we were killed: nobody else will look
+                if observer is not None:
+                    observer.ended(future, "cancelled")
+                raise
+            finally:
+                for timer in current[1:]:
+                    timer.cancel()
+            if observer is not None:
+                observer.ended(future, "timeout" if expired else None)
+            if future.cancelled():
+                if not expired:
+                    raise Return(future)  # cancelled by someone else: not retried
+                future = self.failed_future(JobTimeoutError(
+                    "%s: attempt %d of %s ran longer than job_timeout=%s s"
+                    % (describe(processor), attempt, self.describe_attempt(argument), timeout)))
+            exc = exception_of(future)
+            if (exc is None or policy is None or attempt >= policy.attempts
+                    or not isinstance(exc, policy.retry_on)):
+                raise Return(future)
+            delay = policy.delay(attempt)
+            logger.warning("%s: attempt %d of %d of %s failed (%s); retrying in %s s",
+                           describe(processor), attempt, policy.attempts,
+                           self.describe_attempt(argument), safe_repr(exc), delay)
+            if delay > 0:
+                yield From(asyncio.sleep(delay))
+
+    def expire(self, future, expired):
+        logger.warning("%s: an attempt ran longer than job_timeout=%s s and is cancelled",
+                       describe(self.processor), self.processor.job_timeout)
+        expired.append(True)
+        self.cancel_attempt(future)
+
     # -- what each kind implements --------------------------------------------------
 
     def reset(self):
@@ -403,6 +491,15 @@ class Runtime(object):
 
     def stopped(self):
         """The processor became STOPPED or KILLED: release what it owns."""
+
+
+def _settled(future, waiter):
+    """``waiter``, resolved with ``None`` when ``future`` is done, whatever its outcome."""
+    def settle(_):
+        if not waiter.done():
+            waiter.set_result(None)
+    future.add_done_callback(settle)
+    return waiter
 
 
 class PublicPort(object):

@@ -15,13 +15,34 @@ import logging
 import pickle
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
+import six
+
 from . import compat
-from .interface import describe, safe_str
+from ._processes import ProcessorPool, default_workers
+from .interface import ProcessorState, describe, safe_repr, safe_str
 
 if False:  # type checkers only
     from typing import Optional  # noqa: F401
 
-__all__ = ["ExecutorRuntime", "SynchronousMixin"]
+__all__ = ["ExecutorRuntime", "SynchronousMixin", "check_executor"]
+
+#: The strings ``executor=`` takes, besides ``None`` and an Executor instance.
+EXECUTOR_KINDS = ("threads", "processes")
+
+
+def check_executor(cls, executor):
+    """Refuse an ``executor=`` that is neither None, a kind's name nor an Executor."""
+    from concurrent.futures import Executor
+    if executor is None or isinstance(executor, Executor):
+        return
+    if isinstance(executor, six.string_types):
+        if executor in EXECUTOR_KINDS:
+            return
+        raise ValueError("%s(executor=%s): give None (the default thread pool), \"threads\", "
+                         "\"processes\" or a concurrent.futures.Executor instance"
+                         % (cls.__name__, safe_repr(executor)))
+    raise TypeError("%s(executor=%s): give None, \"threads\", \"processes\" or a "
+                    "concurrent.futures.Executor instance" % (cls.__name__, safe_repr(executor)))
 
 logger = logging.getLogger("batch_processor")
 
@@ -57,6 +78,22 @@ class SynchronousMixin(object):
 
     #: Workers of the default executor; ``None``: the standard library's default.
     _default_workers = None  # type: Optional[int]
+    #: Worker processes of ``executor="processes"``; ``None``: the number of CPUs.
+    _default_processes = None  # type: Optional[int]
+    #: ``executor=``: None, "threads" or "processes" (an Executor instance is kept in
+    #: ``_bp_executor_instance``, which is never pickled nor copied).
+    _bp_executor_kind = None
+    _bp_executor_instance = None
+    _bp_not_pickled = ("_bp_executor_instance",)
+
+    def _bp_set_executor(self, executor):
+        """Check and keep the constructor's ``executor=``."""
+        check_executor(type(self), executor)
+        if executor is None or isinstance(executor, six.string_types):
+            self._bp_executor_kind = executor
+        else:
+            self._bp_executor_kind = None
+            self._bp_executor_instance = executor
 
     # -- the hook a subclass may override ---------------------------------------------
 
@@ -65,11 +102,14 @@ class SynchronousMixin(object):
         """The `concurrent.futures.Executor` the jobs run in.
 
         Override it to choose another one (a process pool, a cluster's executor, a
-        fresh ``UnsafeThreadPoolExecutor(1)`` per job...); ``None`` means the event
-        loop's default executor, as with ``loop.run_in_executor()``. The default is a
-        thread pool with daemon threads owned by the processor.
+        fresh ``UnsafeThreadPoolExecutor(1)`` each time it is read: once per job of a
+        Separate processor, once per batch of a Sequential one...); ``None`` means the event
+        loop's default executor, as with ``loop.run_in_executor()``. The default is
+        what the constructor's ``executor=`` chose: a thread pool with daemon threads
+        owned by the processor (``None``, ``"threads"``), a process pool it owns
+        (``"processes"``), or the Executor instance given.
         """
-        return self._bp_runtime().default_executor()
+        return self._bp_runtime().configured_executor()
 
 
 class ExecutorRuntime(object):
@@ -93,11 +133,48 @@ class ExecutorRuntime(object):
 
     def default_executor(self):
         executor = self.owned_executor
-        if executor is None:
+        if executor is None or isinstance(executor, ProcessorPool):
             from .util import UnsafeThreadPoolExecutor
             executor = UnsafeThreadPoolExecutor(self.processor._default_workers)
             self.owned_executor = executor
         return executor
+
+    def configured_executor(self):
+        """The executor the constructor's ``executor=`` chose."""
+        processor = self.processor
+        instance = processor._bp_executor_instance
+        if instance is not None:
+            return instance
+        if processor._bp_executor_kind == "processes":
+            return self.process_pool()
+        return self.default_executor()
+
+    def process_pool(self):
+        """The processor's own `ProcessorPool`, made on first use and kept across runs."""
+        pool = self.owned_executor
+        if not isinstance(pool, ProcessorPool):
+            workers = self.processor._default_processes or default_workers()
+            pool = self.owned_executor = ProcessorPool(self.processor, workers)
+        return pool
+
+    def submit_to_pool(self, pool, argument):
+        """Run a job in the processor's `ProcessorPool`; return a future of the loop."""
+        future = self.new_future()
+        try:
+            executor_future = pool.submit_job(self.method_name, argument)
+        except Exception as exc:  # unpicklable, shut down: this job fails, not the run
+            future.set_exception(exc)
+            return future
+        self.executor_futures[future] = executor_future
+        executor_future.add_done_callback(functools.partial(self.executor_done, future))
+        return future
+
+    def stopped(self):
+        """Stopped or killed: the owned process pool goes (its workers terminated on kill)."""
+        super(ExecutorRuntime, self).stopped()
+        pool = self.owned_executor
+        if isinstance(pool, ProcessorPool):
+            pool.shutdown(kill=self.final is ProcessorState.KILLED)
 
     def submit(self, executor, argument, on_start=None):
         """Run ``processor.method_name(argument)`` in ``executor``; return a future of the loop.
@@ -106,6 +183,10 @@ class ExecutorRuntime(object):
         thread pool when a worker takes it, for other executors when it is submitted.
         """
         processor = self.processor
+        if isinstance(executor, ProcessorPool):
+            if on_start is not None:
+                self.loop.call_soon(on_start)
+            return self.submit_to_pool(executor, argument)
         call, head = _call_method, ()
         if on_start is not None:
             if executor is None or isinstance(executor, (ThreadPoolExecutor,

@@ -31,7 +31,7 @@ class DaskExecutorMixin(object):
 
     #: The client and its executor stay with this process: they are not pickled to
     #: the workers, and a copy of the processor shares them.
-    _bp_not_pickled = ("_dask_client", "_dask_executor")
+    _bp_not_pickled = ("_dask_client", "_dask_executor", "_bp_executor_instance")
     _dask_client = None
     _dask_executor = None
 

@@ -43,11 +43,9 @@ import math
 import multiprocessing
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import attr
 
@@ -360,65 +358,29 @@ class Proposer(SequentialBatchProcessorSynchronous):
         return [propose(request) for request in requests]
 
 
-def _ignore_interrupts():
-    """In a pool's worker: leave Ctrl-C to the main process, which stops the search."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _new_process_pool(workers):
-    """A process pool whose workers ignore Ctrl-C and are not forked from a threaded process.
-
-    The loop's executors run threads by the time the first training starts, and
-    forking a multi-threaded process can deadlock (Python 3.12+ warns about it), so
-    the pool starts its workers from a fork server where there is one. Python 2.7
-    and 3.6 only fork: there the workers are forked at once, with Ctrl-C ignored.
-    """
+def _preload_sklearn():
+    """Workers fork from a server that has imported scikit-learn once (when it starts)."""
     try:
-        context = multiprocessing.get_context("forkserver")
-        # Workers fork from a server that has imported scikit-learn once (when it starts).
-        context.set_forkserver_preload(list(_SKLEARN_MODULES))
-        return ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts)
-    except (AttributeError, ValueError, TypeError):  # 2.7 or 3.6 (no mp_context); Windows
+        multiprocessing.get_context("forkserver").set_forkserver_preload(list(_SKLEARN_MODULES))
+    except (AttributeError, ValueError):  # 2.7: fork only; no fork server on this platform
         pass
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the children inherit it
-    except ValueError:  # not the main thread: the workers keep the default
-        return _forked_now(ProcessPoolExecutor(workers))
-    try:
-        return _forked_now(ProcessPoolExecutor(workers))
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _forked_now(pool):
-    """``pool``, its worker processes forked at once (they fork all on the first job)."""
-    pool.submit(int).result()
-    return pool
 
 
 class Trainer(SeparateBatchProcessorSynchronous):
     """Separate: scores one `Trial` per job, in a process pool of ``workers`` processes.
 
-    The pool is made on the first job and shared by all of them; `close` shuts it
-    down. It is not part of the pickled processor that the pool's workers receive,
-    nor of a checkpoint.
+    The pool is the processor's own (``executor="processes"``): made on the first
+    job, shared by all of them, started safely in this threaded process, and given
+    the processor once per worker; `close` shuts it down.
     """
 
-    _bp_not_pickled = ("_pool",)
-    _pool = None
+    _bp_not_pickled = ("_pool",)  # never pickled to the workers, nor into a checkpoint
+    _pool = None  # a subclass may keep its own executor here (see the tests)
 
     def __init__(self, workers=2):
-        super(Trainer, self).__init__(max_parallel_jobs=workers)
+        super(Trainer, self).__init__(max_parallel_jobs=workers, executor="processes")
         self.workers = workers
-        if not hasattr(multiprocessing, "get_context") or sys.version_info < (3, 7):
-            # Only fork is there: fork the workers now, before the run starts threads.
-            self._pool = _new_process_pool(workers)
-
-    @property
-    def _executor(self):
-        if self._pool is None:
-            self._pool = _new_process_pool(self.workers)
-        return self._pool
+        _preload_sklearn()
 
     def _run_one_job_synchronous(self, trial):
         return evaluate(trial.config)
@@ -428,6 +390,7 @@ class Trainer(SeparateBatchProcessorSynchronous):
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+        self.stop()
 
 
 class Leaderboard(SequentialBatchProcessorSynchronous):

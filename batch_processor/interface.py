@@ -30,6 +30,7 @@ __all__ = [
     "BatchProcessorError",
     "BatchProcessorResultHandle",
     "ConverterError",
+    "Failure",
     "GraphError",
     "JobTimeoutError",
     "ProcessorState",
@@ -191,6 +192,27 @@ class BatchProcessorResultHandle(object):
 
 Handle = BatchProcessorResultHandle
 _HANDLE_REPR_LIMIT = 2000
+
+
+def _check_failure(instance, attribute, value):
+    if not isinstance(value, BaseException):
+        raise TypeError("Failure(%s): a Failure holds the exception that fails its item; "
+                        "give an exception instance" % (safe_repr(value),))
+
+
+@attr.s(frozen=True, repr=False)
+class Failure(object):
+    """An item of a Sequential batch's result list that fails that descriptor's handle.
+
+    ``Failure(ValueError("bad image"))`` in the list returned by ``_run_batch`` fails
+    the handle of the descriptor at that position with ``exception``; the other
+    items of the batch succeed.
+    """
+
+    exception = attr.ib(validator=_check_failure)
+
+    def __repr__(self):
+        return "Failure(%s)" % (safe_repr(self.exception),)
 
 
 @six.add_metaclass(abc.ABCMeta)
@@ -460,3 +482,24 @@ def as_descriptor_list(descriptors, processor):
             "%s.feed_new() takes an iterable of descriptors (list, tuple, generator), "
             "got %s; wrap a single descriptor in a list" % (describe(processor), safe_repr(descriptors)))
     return list(iterator)
+
+
+def function_processor(cls, function_class, fn, options):
+    """``function_class(fn, **options)`` for ``cls.from_function``: checked, named after ``fn``."""
+    if not callable(fn):
+        raise TypeError("%s.from_function(%s): give a function (a coroutine function for the "
+                        "asynchronous classes)" % (cls.__name__, safe_repr(fn)))
+    if options.get("name") is None:
+        options["name"] = getattr(fn, "__name__", None) or None
+        if not isinstance(options["name"], six.string_types):
+            options["name"] = None
+    if options.get("executor") == "processes":
+        import pickle
+        try:
+            pickle.dumps(fn, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise TypeError(
+                "%s.from_function(%s, executor=\"processes\"): the function cannot be pickled "
+                "to the worker processes (%s); define it at module level (not a lambda, "
+                "a closure or a nested function)" % (cls.__name__, safe_repr(fn), safe_str(exc)))
+    return function_class(fn, **options)

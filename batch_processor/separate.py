@@ -11,7 +11,6 @@ from __future__ import absolute_import, division, print_function
 
 import abc
 import collections
-import functools
 import logging
 import numbers
 
@@ -19,9 +18,10 @@ import attr
 
 from ._runtime import Runtime, library_callback
 from ._synchronous import ExecutorRuntime, SynchronousMixin
-from .compat import CancelledError, From, Return, asyncio, coroutine, exception_of
+from .compat import exception_of
 from .interface import (
-    BaseBatchProcessor, Handle, JobTimeoutError, check_name, check_seconds, describe, safe_repr)
+    BaseBatchProcessor, Handle, check_name, check_seconds, describe, function_processor,
+    safe_repr)
 
 __all__ = ["RetryPolicy", "SeparateBatchProcessor", "SeparateBatchProcessorSynchronous"]
 
@@ -102,6 +102,16 @@ class _SeparateBase(BaseBatchProcessor):
         self.job_timeout = job_timeout
         self.retry = retry
         self.name = name
+
+    @classmethod
+    def from_function(cls, fn, **options):
+        """A processor whose job is ``fn(descriptor)``; ``options`` are the constructor's.
+
+        ``fn`` is a coroutine function for `SeparateBatchProcessor`, a plain function
+        for `SeparateBatchProcessorSynchronous` (picklable, defined at module level,
+        with ``executor="processes"``). ``name`` defaults to ``fn.__name__``.
+        """
+        return function_processor(cls, cls._bp_function_class, fn, options)
 
 
 class SeparateRuntime(Runtime):
@@ -188,83 +198,8 @@ class SeparateRuntime(Runtime):
 
     # -- one attempt, and many -------------------------------------------------------
 
-    #: Whether `attempt` calls ``on_start`` (from the loop) when the work really
-    #: starts: an executor may queue it first, and ``job_timeout`` counts running time.
-    signals_start = False
-
-    def attempt(self, descriptor, on_start=None):  # pragma: no cover - each form implements it
-        """Start one attempt of a job; return its future (done if it could not start)."""
-        raise NotImplementedError
-
-    def arm_timer(self, attempt, expired):
-        """The attempt ``attempt = [future]`` started running: its ``job_timeout`` starts now."""
-        if attempt and not attempt[0].done() and len(attempt) == 1:
-            attempt.append(self.loop.call_later(
-                self.processor.job_timeout, self.expire, attempt[0], expired))
-
-    def cancel_attempt(self, future):
-        future.cancel()
-
-    @coroutine
-    def attempts(self, descriptor):
-        """Run attempts until one succeeds or the retry policy gives up.
-
-        Returns the last attempt's (done) future, so the handle carries its outcome
-        exactly; its exception is never raised here, so a ``SystemExit`` from a
-        worker thread cannot stop the loop.
-        """
-        processor = self.processor
-        policy, timeout = processor.retry, processor.job_timeout
-        attempt = 0
-        while True:
-            attempt += 1
-            current, expired, on_start = [], [], None
-            if timeout is not None:
-                on_start = functools.partial(self.arm_timer, current, expired)
-            future = self.guarded(functools.partial(self.attempt, on_start=on_start), descriptor)
-            current.append(future)
-            observer = self.observer
-            if observer is not None:
-                observer.job_started(processor, future, descriptor, attempt)
-            if on_start is not None and not self.signals_start:
-                on_start()
-            try:
-                yield From(_settled(future, self.new_future()))
-            except CancelledError:
-                if not future.done():
-                    self.cancel_attempt(future)
-                elif not future.cancelled():
-                    exception_of(future)  # ended as we were killed: nobody else will look
-                if observer is not None:
-                    observer.ended(future, "cancelled")
-                raise
-            finally:
-                for timer in current[1:]:
-                    timer.cancel()
-            if observer is not None:
-                observer.ended(future, "timeout" if expired else None)
-            if future.cancelled():
-                if not expired:
-                    raise Return(future)  # cancelled by someone else: not retried
-                future = self.failed_future(JobTimeoutError(
-                    "%s: attempt %d of the job %s ran longer than job_timeout=%s s"
-                    % (describe(processor), attempt, safe_repr(descriptor), timeout)))
-            exc = exception_of(future)
-            if (exc is None or policy is None or attempt >= policy.attempts
-                    or not isinstance(exc, policy.retry_on)):
-                raise Return(future)
-            delay = policy.delay(attempt)
-            logger.warning("%s: attempt %d of %d of the job %s failed (%s); retrying in %s s",
-                           describe(processor), attempt, policy.attempts, safe_repr(descriptor),
-                           safe_repr(exc), delay)
-            if delay > 0:
-                yield From(asyncio.sleep(delay))
-
-    def expire(self, future, expired):
-        logger.warning("%s: an attempt ran longer than job_timeout=%s s and is cancelled",
-                       describe(self.processor), self.processor.job_timeout)
-        expired.append(True)
-        self.cancel_attempt(future)
+    def describe_attempt(self, descriptor):
+        return "the job %s" % (safe_repr(descriptor),)
 
     def orphan_all(self):
         running, self.running = self.running, {}
@@ -291,15 +226,6 @@ def _log_end(processor, descriptor, future):
     else:
         outcome = "succeeded"
     logger.debug("%s: job %s %s", describe(processor), safe_repr(descriptor), outcome)
-
-
-def _settled(future, waiter):
-    """``waiter``, resolved with ``None`` when ``future`` is done, whatever its outcome."""
-    def settle(_):
-        if not waiter.done():
-            waiter.set_result(None)
-    future.add_done_callback(settle)
-    return waiter
 
 
 class _CoroutineRuntime(SeparateRuntime):
@@ -343,6 +269,14 @@ class _ThreadRuntime(ExecutorRuntime, SeparateRuntime):
 class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
     """Runs the plain function ``_run_one_job_synchronous(descriptor)`` in ``self._executor``.
 
+    Args:
+        max_parallel_jobs, job_timeout, retry, name: as for `SeparateBatchProcessor`.
+        executor: ``None`` or ``"threads"`` (a thread pool the processor owns),
+            ``"processes"`` (a process pool it owns, of ``max_parallel_jobs``
+            workers, default the number of CPUs, each holding a copy of the processor
+            made when the worker started), or a ``concurrent.futures.Executor``
+            instance, used as it is and never pickled.
+
     ``_executor`` is read once per job. By default it is one thread pool (with daemon
     threads) shared by the processor's jobs, with ``max_parallel_jobs`` workers when
     that is set and the standard library's default number otherwise.
@@ -350,8 +284,17 @@ class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
 
     _runtime_class = _ThreadRuntime
 
+    def __init__(self, max_parallel_jobs=None, job_timeout=None, retry=None, name=None,
+                 executor=None):
+        _SeparateBase.__init__(self, max_parallel_jobs, job_timeout, retry, name)
+        self._bp_set_executor(executor)
+
     @property
     def _default_workers(self):
+        return self.max_parallel_jobs
+
+    @property
+    def _default_processes(self):
         return self.max_parallel_jobs
 
     # -- the hooks a subclass implements or overrides ----------------------------------
@@ -359,3 +302,29 @@ class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
     @abc.abstractmethod
     def _run_one_job_synchronous(self, job_descriptor):
         """Run one job and return its result (called in an executor's worker)."""
+
+
+class SeparateFunction(SeparateBatchProcessor):
+    """What `SeparateBatchProcessor.from_function` makes: the job is ``self.fn(descriptor)``."""
+
+    def __init__(self, fn, **options):
+        self.fn = fn
+        SeparateBatchProcessor.__init__(self, **options)
+
+    def _run_one_job(self, job_descriptor):
+        return self.fn(job_descriptor)
+
+
+class SeparateFunctionSynchronous(SeparateBatchProcessorSynchronous):
+    """What `SeparateBatchProcessorSynchronous.from_function` makes."""
+
+    def __init__(self, fn, **options):
+        self.fn = fn
+        SeparateBatchProcessorSynchronous.__init__(self, **options)
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        return self.fn(job_descriptor)
+
+
+SeparateBatchProcessor._bp_function_class = SeparateFunction
+SeparateBatchProcessorSynchronous._bp_function_class = SeparateFunctionSynchronous

@@ -18,27 +18,62 @@ import numbers
 from ._runtime import Runtime, library_callback
 from ._synchronous import ExecutorRuntime, SynchronousMixin
 from .compat import exception_of
-from .interface import BaseBatchProcessor, Handle, check_name, describe, safe_repr
+from .interface import (
+    BaseBatchProcessor, Failure, Handle, check_name, describe, function_processor, safe_repr)
 
 __all__ = ["SequentialBatchProcessor", "SequentialBatchProcessorSynchronous"]
 
 logger = logging.getLogger("batch_processor")
 
 
+def _check_seconds(cls, option, value, zero_ok):
+    if value is None:
+        return
+    if (not isinstance(value, numbers.Real) or isinstance(value, bool) or value != value
+            or value in (float("inf"), float("-inf")) or value < 0 or (value == 0 and not zero_ok)):
+        raise ValueError("%s(%s=%s): give None or a finite number of seconds %s"
+                         % (cls.__name__, option, safe_repr(value), ">= 0" if zero_ok else "> 0"))
+
+
 class _SequentialBase(BaseBatchProcessor):
     """One worker, taking queued descriptors in batches of at most ``max_batch_size``."""
 
     max_batch_size = None
+    max_batch_wait = None
+    job_timeout = None
+    retry = None
 
-    def __init__(self, max_batch_size=None, name=None):
-        check_name(type(self), name)
+    def __init__(self, max_batch_size=None, max_batch_wait=None, job_timeout=None, retry=None,
+                 name=None):
+        cls = type(self)
+        check_name(cls, name)
         if max_batch_size is not None and (
                 not isinstance(max_batch_size, numbers.Integral) or isinstance(max_batch_size, bool)
                 or max_batch_size < 1):
             raise ValueError("%s(max_batch_size=%s): give None (all queued) or an integer >= 1"
                              % (type(self).__name__, safe_repr(max_batch_size)))
+        _check_seconds(cls, "max_batch_wait", max_batch_wait, True)
+        _check_seconds(cls, "job_timeout", job_timeout, False)
+        from .separate import RetryPolicy
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError("%s(retry=%s): give None (one attempt) or a RetryPolicy(...)"
+                            % (cls.__name__, safe_repr(retry)))
         self.max_batch_size = max_batch_size
+        self.max_batch_wait = max_batch_wait
+        self.job_timeout = job_timeout
+        self.retry = retry
         self.name = name
+
+    @classmethod
+    def from_function(cls, fn, **options):
+        """A processor whose batch is ``fn(descriptors)``; ``options`` are the constructor's.
+
+        ``fn`` is a coroutine function for `SequentialBatchProcessor`, a plain
+        function for `SequentialBatchProcessorSynchronous` (picklable, defined at
+        module level, with ``executor="processes"``); it returns one result per
+        descriptor, in order. ``name`` defaults to ``fn.__name__``.
+        """
+        return function_processor(cls, cls._bp_function_class, fn, options)
 
 
 class SequentialRuntime(Runtime):
@@ -52,19 +87,29 @@ class SequentialRuntime(Runtime):
     """
 
     settles_at_end = True
+    observes_attempts = False  # the observer sees each batch whole (started, ended)
 
     def __init__(self, processor):
         Runtime.__init__(self, processor)
         self.reset()
+        self.wait = getattr(processor, "max_batch_wait", None)
+        if getattr(processor, "job_timeout", None) is not None or \
+                getattr(processor, "retry", None) is not None:
+            self.launch = self.launch_attempts
 
     def reset(self):
         self.queue = collections.deque()
         self.batch = None
         self.batch_future = None
         self.start_scheduled = False
+        self.queued_at = collections.deque()  # with max_batch_wait: when each was queued
+        self.timer = None
 
     def start(self, descriptors):
         self.queue.extend(descriptors)
+        if self.wait is not None:
+            now = self.loop.time()
+            self.queued_at.extend(now for _ in descriptors)
         if self.batch is None and not self.start_scheduled:
             self.start_scheduled = True
             self.loop.call_soon(self.next_batch)
@@ -76,19 +121,87 @@ class SequentialRuntime(Runtime):
         if self.batch is not None or not queue:
             return
         size = self.processor.max_batch_size
+        if self.wait is not None and self.keep_waiting(size):
+            return
         if size is None or size >= len(queue):
             batch = list(queue)
             queue.clear()
         else:
             popleft = queue.popleft
             batch = [popleft() for _ in range(size)]
+        if self.wait is not None:
+            for _ in batch:
+                self.queued_at.popleft()
         self.batch = batch
         logger.debug("%s: a batch of %d descriptors starts", describe(self.processor), len(batch))
         # A batch that cannot start (its _executor raises...) fails, alone.
-        future = self.batch_future = self.guarded(self.launch_batch, batch)
+        future = self.batch_future = self.guarded(self.launch, batch)
         if self.observer is not None:
             self.observer.batch_started(self.processor, future, batch)
         future.add_done_callback(self.batch_done)
+
+    def keep_waiting(self, size):
+        """With ``max_batch_wait``: true (and a timer set) if the batch should wait to fill."""
+        if size is not None and len(self.queue) >= size:
+            waiting = False
+        else:
+            remaining = self.queued_at[0] + self.wait - self.loop.time()
+            waiting = remaining > 0
+        timer = self.timer
+        if waiting:
+            if timer is None:
+                self.timer = self.loop.call_later(remaining, self.timer_fired)
+        elif timer is not None:
+            self.timer = None
+            timer.cancel()
+        return waiting
+
+    def timer_fired(self):
+        self.timer = None
+        self.next_batch()
+
+    def launch(self, batch):
+        return self.launch_batch(batch)
+
+    def attempt(self, batch, on_start=None):
+        return self.launch_batch(batch)
+
+    def describe_attempt(self, batch):
+        return "the batch of %d descriptors %s" % (len(batch), safe_repr(batch, 120))
+
+    def launch_attempts(self, batch):
+        task = self.loop.create_task(self.attempts(batch))
+        outer = self.new_future()
+
+        def unwrap(task):  # the batch's outcome: its last attempt's future
+            if outer.done():
+                if not task.cancelled():
+                    exception_of(task)
+                return
+            if task.cancelled():
+                outer.cancel()
+            elif exception_of(task) is not None:
+                self.fail_into(outer, task)
+            else:
+                last = task.result()
+                if last.cancelled():
+                    outer.cancel()
+                elif exception_of(last) is not None:
+                    self.fail_into(outer, last)
+                else:
+                    outer.set_result(last.result())
+
+        def cancel_task(outer):
+            if outer.cancelled() and not task.done():
+                task.cancel()
+        task.add_done_callback(unwrap)
+        outer.add_done_callback(cancel_task)
+        return outer
+
+    def fail_into(self, future, source):
+        from . import compat
+        compat.fail(future, exception_of(source), source)
+
 
     @library_callback
     def batch_done(self, future):
@@ -111,7 +224,8 @@ class SequentialRuntime(Runtime):
                 exc = self.check_results(batch, results)
             if exc is None:
                 make = self.result_future
-                handles = [Handle(d, make(r)) for d, r in zip(batch, results)]
+                handles = [Handle(d, self.failed_future(r.exception) if type(r) is Failure
+                                  else make(r)) for d, r in zip(batch, results)]
             else:
                 handles = [Handle(d, self.failed_future(exc, future)) for d in batch]
         logger.debug("%s: a batch of %d descriptors ended", describe(self.processor), len(batch))
@@ -146,6 +260,10 @@ class SequentialRuntime(Runtime):
         raise NotImplementedError
 
     def cancel_all(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.queued_at.clear()
         descriptors = []
         if self.batch is not None:
             descriptors.extend(self.batch)
@@ -176,6 +294,16 @@ class SequentialBatchProcessor(_SequentialBase):
 
     Args:
         max_batch_size: the largest batch (``None``: every queued descriptor).
+        max_batch_wait: seconds; a batch starts when ``max_batch_size`` descriptors
+            are queued or the oldest queued one has waited this long, whichever
+            comes first (``None``: as soon as the worker is free).
+        job_timeout: seconds per batch attempt; a longer one is cancelled and fails
+            with `JobTimeoutError`.
+        retry: a `RetryPolicy` for failed batch attempts (``None``: one attempt).
+            Every handle of the batch gets the last attempt's outcome.
+
+    An item of the returned list that is a `Failure` fails its descriptor's handle
+    with ``Failure.exception``; the other items succeed.
         name: what messages, logs, progress and pictures call the processor
             (``None``: its class name).
     """
@@ -195,19 +323,62 @@ class _ThreadRuntime(ExecutorRuntime, SequentialRuntime):
     def launch_batch(self, batch):
         return self.submit(self.processor._executor, list(batch))
 
+    def cancel_attempt(self, future):
+        self.cancel_executor_future(future)
+
 
 class SequentialBatchProcessorSynchronous(SynchronousMixin, _SequentialBase):
     """Runs the plain function ``_run_batch_synchronous(descriptors)`` in ``self._executor``.
 
-    ``_executor`` is read once per batch; by default it is a single-thread pool (with
-    a daemon thread) owned by the processor.
+    Args:
+        max_batch_size, max_batch_wait, job_timeout, retry, name: as for
+            `SequentialBatchProcessor`.
+        executor: ``None`` or ``"threads"`` (a single-thread pool, with a daemon
+            thread, owned by the processor), ``"processes"`` (a pool of one worker
+            process it owns, holding a copy of the processor made when the worker
+            started), or a ``concurrent.futures.Executor`` instance, used as it is
+            and never pickled.
+
+    ``_executor`` is read once per batch.
     """
 
     _runtime_class = _ThreadRuntime
     _default_workers = 1
+    _default_processes = 1
+
+    def __init__(self, max_batch_size=None, max_batch_wait=None, job_timeout=None, retry=None,
+                 name=None, executor=None):
+        _SequentialBase.__init__(self, max_batch_size, max_batch_wait, job_timeout, retry, name)
+        self._bp_set_executor(executor)
 
     # -- the hooks a subclass implements or overrides ----------------------------------
 
     @abc.abstractmethod
     def _run_batch_synchronous(self, job_descriptors):
         """Run a batch and return a list of results, one per descriptor, in order."""
+
+
+class SequentialFunction(SequentialBatchProcessor):
+    """What `SequentialBatchProcessor.from_function` makes: the batch is ``self.fn(descriptors)``."""
+
+    def __init__(self, fn, **options):
+        self.fn = fn
+        SequentialBatchProcessor.__init__(self, **options)
+
+    def _run_batch(self, job_descriptors):
+        return self.fn(job_descriptors)
+
+
+class SequentialFunctionSynchronous(SequentialBatchProcessorSynchronous):
+    """What `SequentialBatchProcessorSynchronous.from_function` makes."""
+
+    def __init__(self, fn, **options):
+        self.fn = fn
+        SequentialBatchProcessorSynchronous.__init__(self, **options)
+
+    def _run_batch_synchronous(self, job_descriptors):
+        return self.fn(job_descriptors)
+
+
+SequentialBatchProcessor._bp_function_class = SequentialFunction
+SequentialBatchProcessorSynchronous._bp_function_class = SequentialFunctionSynchronous

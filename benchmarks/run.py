@@ -56,6 +56,7 @@ except ImportError:  # run from a checkout
     sys.path.insert(1, os.path.dirname(HERE))
 
 import baselines  # noqa: E402
+import real  # noqa: E402
 import workloads  # noqa: E402
 from batch_processor import BatchProcessorsGraph, UnsafeThreadPoolExecutor  # noqa: E402
 from batch_processor import iter_batch_processors_graph, run_batch_processors_graph  # noqa: E402
@@ -84,6 +85,7 @@ class Sizes(object):
             self.memory = (10000, 50000)
             self.stream_memory = (10000, 50000)
             self.peer_n = 2000
+            self.process_n, self.process_repeats, self.batching_n = 200, 1, 500
         else:
             self.chain_n, self.chain_repeats = 50000, 5
             self.sync_n, self.sync_repeats = 50000, 3
@@ -95,6 +97,7 @@ class Sizes(object):
             self.memory = (100000, 1000000)
             self.stream_memory = (100000, 10000000)
             self.peer_n = 50000
+            self.process_n, self.process_repeats, self.batching_n = 2000, 2, 3000
 
     def scale_repeats(self, n):
         if self.quick:
@@ -534,6 +537,38 @@ def workload_5(suite):
               note="a handle and a future per descriptor")
 
 
+def workload_8(suite):
+    """(8) and (9): CPU-bound jobs in an owned process pool; see ``real``."""
+    sizes = suite.sizes
+    n = sizes.process_n
+    iterations = real.calibrate()
+    payload = b"x" * (20 * 1024 * 1024)
+    best = measure([
+        ("pool", lambda: real.run_pool(n, iterations)),
+        ("library", lambda: real.run_library(n, iterations)),
+        ("library+20MB", lambda: real.run_library(n, iterations, payload)),
+    ], sizes.process_repeats)
+    name = "8 processes, 2 ms CPU jobs"
+    suite.row(name, "ProcessPoolExecutor(2).map", n, best["pool"], 1)
+    suite.row(name, "executor=\"processes\"", n, best["library"], 1, "pool.map chunksize=1",
+              best["library"] / best["pool"], Target(1.1))
+    suite.row("9 processes, 20 MB processor", "executor=\"processes\"", n, best["library+20MB"],
+              1, "the same without 20 MB", best["library+20MB"] / best["library"], Target(1.1))
+
+
+def workload_10(suite):
+    """(10): a Sequential processor with max_batch_wait fed one at a time; see ``real``."""
+    n = suite.sizes.batching_n
+    waited, mean = real.run_batching(n, max_batch_size=64, max_batch_wait=0.005)
+    single, _ = real.run_batching(n, max_batch_size=1)
+    name = "10 Sequential, max_batch_wait"
+    suite.row(name, "max_batch_size=1", n, single, 1)
+    suite.row(name, "64, wait 5 ms", n, waited, 1, "max_batch_size=1 (slow-", waited / single,
+              Target(0.2), note="throughput ratio %.1fx (target >= 5)" % (single / waited))
+    suite.row(name, "mean batch size", n, value=mean, unit="items", ratio=32.0 / mean,
+              ref="32 / mean batch", target=Target(1.0))
+
+
 def workload_6(suite):
     """Workload 1 at growing N: the cost per job must not grow."""
     sizes = suite.sizes
@@ -720,7 +755,7 @@ def workload_checkpoint(suite):
     finally:
         pool.shutdown(wait=True)
         shutil.rmtree(folder, ignore_errors=True)
-    name = "8 W2 with checkpoint="
+    name = "11 W2 with checkpoint="
     suite.row(name, "library, no checkpoint", n, best["plain"], 3)
     suite.row(name, "library, checkpoint", n, best["recorded"], 3, "no checkpoint",
               best["recorded"] / best["plain"], Target(1.3))
@@ -738,7 +773,9 @@ WORKLOADS = [
     ("6", workload_6_capped),
     ("7", workload_7),
     ("7", workload_7_stream),
-    ("8", workload_checkpoint),
+    ("8", workload_8),
+    ("10", workload_10),
+    ("11", workload_checkpoint),
 ]
 
 
@@ -813,7 +850,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI (< 1 min)")
     parser.add_argument("--json", metavar="PATH", help="write the rows as JSON to PATH")
-    parser.add_argument("--only", metavar="LIST", help="comma-separated workloads to run (1-7)")
+    parser.add_argument("--only", metavar="LIST", help="comma-separated workloads to run (1-8, 10)")
     parser.add_argument("--profile", action="store_true",
                         help="profile workloads 1 and 2 with cProfile instead of timing them")
     parser.add_argument("--profile-n", type=int, default=20000, help="N for --profile")

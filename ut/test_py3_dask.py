@@ -93,3 +93,24 @@ def test_copies_and_pickles_run_on_the_cluster(client, how):
         assert clone.client is client  # shared, not copied
     assert clone.name == "squares"
     assert sorted(h.future.result()[0] for h in run_batch_processor(clone, [3, 4])) == [9, 16]
+
+
+class KillsAWorker(DaskExecutorMixin, SeparateBatchProcessorSynchronous):
+    def _run_one_job_synchronous(self, job_descriptor):
+        import os
+        if job_descriptor == "die":
+            os._exit(1)
+        return job_descriptor
+
+
+def test_a_worker_that_dies_mid_run_loses_no_handle(client):
+    # The cluster's nanny starts a new worker process in place of the dead one.
+    processor = KillsAWorker(client, max_parallel_jobs=4)
+    descriptors = list(range(10)) + ["die"] + list(range(10, 20))
+    handles = run_batch_processor(processor, descriptors, timeout=120)
+    assert sorted(map(repr, (h.descriptor for h in handles))) == sorted(map(repr, descriptors))
+    for handle in handles:
+        if handle.descriptor != "die":
+            assert handle.future.result() == handle.descriptor
+        else:
+            assert handle.future.exception() is not None  # the cluster's error

@@ -1,0 +1,308 @@
+"""The process pool a Synchronous processor owns with ``executor="processes"``.
+
+`ProcessorPool` wraps a ``concurrent.futures.ProcessPoolExecutor`` so that:
+
+* the processor travels to each worker process once, when the worker starts (the
+  pool's ``initializer`` on Python 3; on 2.7, whose backport has no initializer and
+  only ``fork``, the workers inherit it when they are forked at the first job): a
+  job carries only the name of the method and the pickled descriptor;
+* descriptors are pickled before they are submitted, and results are pickled in
+  the worker, so what cannot be pickled fails its own job with a message naming
+  the processor and the descriptor, and never hangs the 2.7 backport;
+* a pool whose worker died (``BrokenProcessPool``) is replaced by a fresh one for
+  the jobs submitted afterwards;
+* the workers start with a method that is safe in a process that runs threads
+  (``forkserver`` where there is one, else ``spawn``; 2.7 has only ``fork``), and
+  every pool still alive is shut down at interpreter exit.
+"""
+from __future__ import absolute_import, division, print_function
+
+import atexit
+import itertools
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import traceback
+import weakref
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from . import compat
+from .interface import describe, safe_repr, safe_str
+
+try:
+    from concurrent.futures.process import BrokenProcessPool
+except ImportError:  # Python 2.7's backport
+    class BrokenProcessPool(RuntimeError):
+        """Stands in for the standard library's error where the backport has none."""
+
+__all__ = ["BrokenProcessPool", "ProcessorPool", "shutdown_all"]
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+# -- the worker side -----------------------------------------------------------------
+
+#: In a worker process: token -> the processor it runs jobs for. In the parent on 2.7:
+#: the processors whose pools are about to fork their workers.
+_PROCESSORS = {}
+
+
+def _init_worker(token, processor_bytes):
+    """A worker process starts: unpickle the processor once, for all its jobs.
+
+    Ctrl-C is left to the main process, which stops the run and ends the workers.
+    """
+    _ignore_interrupts()
+    _PROCESSORS[token] = pickle.loads(processor_bytes)
+
+
+def _ignore_interrupts():
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # pragma: no cover - not the main thread
+        pass
+
+
+def _run_job(token, method_name, descriptor_bytes):
+    """``processor.method_name(descriptor)`` in a worker; returns ``(ok, payload)``.
+
+    ``(True, bytes)``: the pickled result. ``(False, text)``: the result could not be
+    pickled, and ``text`` says why. An exception the job raises is raised again if
+    it can be pickled, else replaced by a `RuntimeError` that describes it.
+    """
+    processor = _PROCESSORS[token]
+    descriptor = pickle.loads(descriptor_bytes)
+    try:
+        result = getattr(processor, method_name)(descriptor)
+    except Exception as exc:
+        try:
+            pickle.dumps(exc, _PROTOCOL)
+        except Exception:
+            raise RuntimeError("the job raised %s, which cannot be pickled back to the "
+                               "parent process:\n%s" % (safe_str(exc), traceback.format_exc()))
+        raise
+    try:
+        return True, pickle.dumps(result, _PROTOCOL)
+    except Exception as exc:
+        return False, "its result %s cannot be pickled (%s)" % (safe_repr(result), safe_str(exc))
+
+
+# -- the parent side -----------------------------------------------------------------
+
+_tokens = itertools.count(1)
+_live = weakref.WeakSet() if hasattr(weakref, "WeakSet") else None
+_live_lock = threading.Lock()
+
+
+def _context():
+    """A multiprocessing context safe in a process with threads, or ``None`` (2.7)."""
+    get_context = getattr(multiprocessing, "get_context", None)
+    if get_context is None:
+        return None  # Python 2.7: fork only
+    methods = multiprocessing.get_all_start_methods()
+    return get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+class _JobFuture(Future):
+    """The future of one job: the worker's pickled answer, unpickled here."""
+
+    def __init__(self, inner):
+        Future.__init__(self)
+        self._inner = inner
+
+    def cancel(self):
+        return self._inner.cancel()
+
+
+class ProcessorPool(object):
+    """A process pool of ``workers`` processes, each holding a copy of ``processor``.
+
+    Made on first use and kept until `shutdown`; a broken pool is replaced at the
+    next submit. ``submit_job(method_name, descriptor)`` returns a
+    ``concurrent.futures.Future`` of ``processor.method_name(descriptor)``.
+    """
+
+    def __init__(self, processor, workers):
+        self.processor = processor
+        self.workers = workers
+        self.token = next(_tokens)
+        self.pool = None
+        self.broken = False
+        self.closed = False
+        self.lock = threading.Lock()
+        with _live_lock:
+            _live.add(self)
+
+    def __repr__(self):
+        return "<ProcessorPool of %s, %d workers>" % (describe(self.processor), self.workers)
+
+    # -- pools ----------------------------------------------------------------------
+
+    def current_pool(self):
+        with self.lock:
+            if self.closed:
+                raise RuntimeError("%s: its process pool was shut down (the processor was "
+                                   "stopped or killed); make a new processor to run more jobs"
+                                   % describe(self.processor))
+            if self.pool is not None and (self.broken or getattr(self.pool, "_broken", False)):
+                _terminate(self.pool)
+                self.pool = None
+            if self.pool is None:
+                self.pool = self.new_pool()
+                self.broken = False
+            return self.pool
+
+    def new_pool(self):
+        processor = self.processor
+        try:
+            processor_bytes = pickle.dumps(processor, _PROTOCOL)
+        except Exception as exc:
+            raise TypeError(
+                "%s cannot be pickled to its worker processes (%s); keep unpicklable "
+                "attributes (locks, clients, open files) out of it, or list them in the "
+                "class attribute _bp_not_pickled" % (describe(processor), safe_str(exc)))
+        context = _context()
+        if context is None:
+            return ProcessPoolExecutor(self.workers)  # 2.7: workers forked at the first job
+        return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
+                                   initargs=(self.token, processor_bytes))
+
+    # -- jobs -----------------------------------------------------------------------
+
+    def submit_job(self, method_name, descriptor):
+        processor = self.processor
+        try:
+            descriptor_bytes = pickle.dumps(descriptor, _PROTOCOL)
+        except Exception as exc:
+            raise TypeError(
+                "%s: the job %s cannot be sent to a worker process: its descriptor cannot "
+                "be pickled (%s); feed picklable descriptors to a processor with "
+                "executor=\"processes\"" % (describe(processor), safe_repr(descriptor),
+                                             safe_str(exc)))
+        pool = self.current_pool()
+        try:
+            inner = self.submit_inner(pool, method_name, descriptor_bytes)
+        except BrokenProcessPool:
+            self.broken = True
+            inner = self.submit_inner(self.current_pool(), method_name, descriptor_bytes)
+        outer = _JobFuture(inner)
+        inner.add_done_callback(lambda done: self.job_done(outer, done, pool, descriptor))
+        return outer
+
+    def submit_inner(self, pool, method_name, descriptor_bytes):
+        if compat.PY2:
+            first = getattr(pool, "_queue_management_thread", None) is None
+            if first:  # the workers fork now, and inherit the processor
+                _PROCESSORS[self.token] = self.processor
+                previous = _swap_sigint(signal.SIG_IGN)  # and Ctrl-C ignored
+            try:
+                return pool.submit(_run_job, self.token, method_name, descriptor_bytes)
+            finally:
+                if first:
+                    _PROCESSORS.pop(self.token, None)
+                    _swap_sigint(previous)
+        return pool.submit(_run_job, self.token, method_name, descriptor_bytes)
+
+    def job_done(self, outer, inner, pool, descriptor):
+        if inner.cancelled():
+            Future.cancel(outer)
+            outer.set_running_or_notify_cancel()
+            return
+        exc = inner.exception()
+        if exc is not None:
+            if isinstance(exc, BrokenProcessPool):
+                with self.lock:
+                    if self.pool is pool:
+                        self.broken = True
+            outer.set_exception(exc)
+            return
+        ok, payload = inner.result()
+        if not ok:
+            outer.set_exception(TypeError(
+                "%s: the job %s cannot send its result back from its worker process: %s; "
+                "return picklable values from a processor with executor=\"processes\""
+                % (describe(self.processor), safe_repr(descriptor), payload)))
+            return
+        try:
+            outer.set_result(pickle.loads(payload))
+        except Exception as exc:
+            outer.set_exception(exc)
+
+    def submit(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` in a worker, as ``Executor.submit`` (everything pickled)."""
+        return self.current_pool().submit(fn, *args, **kwargs)
+
+    # -- the end --------------------------------------------------------------------
+
+    def shutdown(self, wait=True, kill=False):
+        """Shut the pool down for good; ``kill``: terminate the workers first."""
+        with self.lock:
+            self.closed = True
+            pool, self.pool = self.pool, None
+        if pool is not None:
+            if kill:
+                _terminate(pool)
+            else:
+                pool.shutdown(wait=wait)
+
+
+def _swap_sigint(handler):
+    """Set the SIGINT handler (from the main thread only); return the previous one."""
+    if handler is None or not isinstance(threading.current_thread(), threading._MainThread):
+        return None
+    try:
+        return signal.signal(signal.SIGINT, handler)
+    except ValueError:  # pragma: no cover
+        return None
+
+
+def _terminate(pool):
+    """Stop a pool now: its workers are terminated, its jobs abandoned.
+
+    A pool with no job left is shut down the ordinary way (its workers exit).
+    """
+    if not getattr(pool, "_pending_work_items", True):
+        pool.shutdown(wait=True)
+        return
+    thread = getattr(pool, "_queue_management_thread", None)
+    processes = getattr(pool, "_processes", None) or ()
+    processes = list(processes.values() if isinstance(processes, dict) else processes)
+    for process in processes:
+        try:
+            process.terminate()
+        except Exception:  # pragma: no cover - already gone
+            pass
+    try:
+        pool.shutdown(wait=False)
+    except Exception:  # pragma: no cover - a broken pool
+        pass
+    for process in processes:
+        try:
+            process.join(5)
+        except Exception:  # pragma: no cover
+            pass
+    if compat.PY2:
+        # The backport's manager thread waits for the dead workers for ever, and the
+        # interpreter joins it at exit: let exit forget it (it is a daemon thread).
+        from concurrent.futures import process as backport
+        if thread is not None:
+            getattr(backport, "_threads_queues", {}).pop(thread, None)
+
+
+def shutdown_all():
+    """Terminate the workers of every pool still alive (at interpreter exit)."""
+    with _live_lock:
+        pools = list(_live)
+    for pool in pools:
+        pool.shutdown(kill=True)
+
+
+atexit.register(shutdown_all)
+
+
+def default_workers():
+    try:
+        return os.cpu_count() or 1
+    except AttributeError:  # Python 2.7
+        return multiprocessing.cpu_count()
