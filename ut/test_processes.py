@@ -6,7 +6,6 @@ import multiprocessing
 import os
 import pickle
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -40,8 +39,8 @@ class Where(SeparateBatchProcessorSynchronous):
             if not os.path.exists(marker):
                 open(marker, "w").close()
                 os._exit(3)
-        if descriptor == "sleep":
-            time.sleep(60)
+        if descriptor == "block":  # a job that never ends by itself: only a kill ends it
+            threading.Event().wait()
         return descriptor, os.getpid(), self.tag
 
 
@@ -140,7 +139,7 @@ def test_a_matching_retry_runs_the_jobs_of_a_broken_pool_again(tmp_path):
 def test_a_run_timeout_kills_the_workers():
     processor = Where(max_parallel_jobs=2, executor="processes")
     with pytest.raises(RunTimeoutError):
-        run_batch_processor(processor, ["sleep", "sleep"], timeout=1.0)
+        run_batch_processor(processor, ["block", "block"], timeout=1.0)
     assert multiprocessing.active_children() == []
 
 
