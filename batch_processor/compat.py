@@ -167,7 +167,7 @@ CancelledError = asyncio.CancelledError
 TimeoutError = asyncio.TimeoutError
 
 
-def _set_loop():
+def thread_loop():
     """The thread's current (set) event loop, or ``None``; never makes one.
 
     ``get_event_loop()`` would make a loop in the main thread where none is set (with a
@@ -192,7 +192,7 @@ def current_loop():
         RuntimeError: with neither (or only a closed one), changing nothing: no loop
             is made.
     """
-    loop = running_loop() or _set_loop()
+    loop = running_loop() or thread_loop()
     if loop is None or loop.is_closed():
         raise RuntimeError(
             "no event loop is running in this thread and none is set: feed the processor "

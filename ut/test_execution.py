@@ -745,11 +745,9 @@ def test_sync_runners_refuse_to_run_inside_a_running_loop(loop):
 @pytest.fixture
 def restore_current_loop():
     """Put the thread's current event loop back as it was (the test changes it)."""
-    local = getattr(asyncio.get_event_loop_policy(), "_local", None)
-    saved = (getattr(local, "_loop", None), getattr(local, "_set_called", False))
+    saved = compat.thread_loop()  # without the policy API or asyncio's private attributes
     yield
-    if local is not None:
-        local._loop, local._set_called = saved
+    asyncio.set_event_loop(saved)
 
 
 @pytest.mark.usefixtures("restore_current_loop")
