@@ -18,7 +18,8 @@ Only the public ``concurrent.futures`` API is used: it is the same in the
 ``futures`` backport on Python 2.7 and in the standard library of Python 3.6-3.15.
 The constructor and ``submit`` take what ``ThreadPoolExecutor``'s take
 (``initializer``, ``initargs``, ``thread_name_prefix``; ``submit(fn, /, *args,
-**kwargs)``), and a failing initializer breaks the pool as it does there.
+**kwargs)``), and a failing initializer breaks the pool as it does there (logged
+under ``batch_processor.util``, like everything the package logs).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -43,7 +44,7 @@ except ImportError:  # pragma: no cover - Python 3.6
 
 __all__ = ["BrokenThreadPool", "UnsafeThreadPoolExecutor"]
 
-_LOGGER = logging.getLogger("concurrent.futures")  # where ThreadPoolExecutor logs, too
+_LOGGER = logging.getLogger("batch_processor.util")  # ThreadPoolExecutor: "concurrent.futures"
 _BROKEN = "A thread initializer failed, the thread pool is not usable anymore"
 
 _EXITING = []  # type: list  # made non-empty by the atexit handler: the interpreter is exiting
