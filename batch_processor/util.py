@@ -39,7 +39,7 @@ from six.moves import queue
 try:  # Python 3.7+ and the futures backport
     from concurrent.futures.thread import BrokenThreadPool
 except ImportError:  # pragma: no cover - Python 3.6
-    class BrokenThreadPool(RuntimeError):
+    class BrokenThreadPool(RuntimeError):  # type: ignore[no-redef]
         """Raised when a worker thread's initializer failed: the pool is unusable."""
 
 __all__ = ["BrokenThreadPool", "UnsafeThreadPoolExecutor"]
