@@ -275,9 +275,16 @@ def test_hang_issue12364(executor):
 
 def test_cancel_futures():
     release = threading.Event()
+    started = [threading.Event() for _ in range(WORKER_COUNT)]
+
+    def block(i):
+        started[i].set()
+        return release.wait(TIMEOUT)
+
     executor = UnsafeThreadPoolExecutor(WORKER_COUNT)
-    running = [executor.submit(release.wait, TIMEOUT) for _ in range(WORKER_COUNT)]
+    running = [executor.submit(block, i) for i in range(WORKER_COUNT)]
     queued = [executor.submit(int) for _ in range(45)]
+    assert all(event.wait(TIMEOUT) for event in started)  # every worker is busy
     executor.shutdown(wait=False, cancel_futures=True)
     release.set()
     executor.shutdown(wait=True)
