@@ -459,6 +459,7 @@ def _doubler():
 _FEED_OUTSIDE_ANY_LOOP = """
     import warnings
     warnings.simplefilter("error")  # a hidden loop comes with a DeprecationWarning on 3.10-3.13
+    warnings.filterwarnings("ignore", "Running attrs on Python 3.6", DeprecationWarning)
 
     from batch_processor import ProcessorState, SeparateBatchProcessorSynchronous
     from batch_processor import run_batch_processor

@@ -154,7 +154,8 @@ def run_page_as_script(path, directory):
     the page's. The script runs with warnings as errors, as the tests do.
     """
     blocks, skipped = _runnable(path)
-    lines = ["import warnings; warnings.simplefilter('error')"]
+    lines = ["import warnings; warnings.simplefilter('error'); warnings.filterwarnings("
+             "'ignore', 'Running attrs on Python 3.6', DeprecationWarning)"]
     for block in blocks:
         lines.extend([""] * (block.lineno - 1 - len(lines)))
         lines.extend(block.code.splitlines())
