@@ -1,4 +1,4 @@
-"""Packaging for ``batch_processor``: one universal wheel for Python 2.7 and 3.6+.
+"""Packaging for ``batch_processor``: one universal wheel for Python 2.7 and 3.6 to 3.15.
 
 The distribution is ``batch-processor-graphs``; the package it installs is imported as
 ``batch_processor``. (``batch-processor`` on the package index is an unrelated project.)
@@ -55,6 +55,8 @@ setup(
         "Programming Language :: Python :: 3.11",
         "Programming Language :: Python :: 3.12",
         "Programming Language :: Python :: 3.13",
+        "Programming Language :: Python :: 3.14",
+        "Programming Language :: Python :: 3.15",
         "Framework :: AsyncIO",
     ],
 )

@@ -4,6 +4,12 @@ Only ``batch_processor.compat`` imports this module, and only on Python 3. A
 generator function written for trollius (``x = yield From(f)``, ``raise Return(x)``)
 becomes, through `coroutine`, a function that returns a native coroutine, so asyncio
 runs it on every Python 3 version, 3.11+ included where ``asyncio.coroutine`` is gone.
+
+The driver, `_drive`, does what trollius's ``Task._step`` does with what the generator
+yields: a future or awaitable is awaited, a generator is driven in turn, ``None`` gives
+the loop one turn, an asyncio ``Lock``, ``Semaphore`` or ``Condition`` is acquired and
+comes back as a context manager that releases it (``with (yield From(lock)):``), and
+anything else is thrown back into the generator as a `RuntimeError`.
 """
 import asyncio
 import functools
@@ -20,9 +26,10 @@ class Return(Exception):
     `StopIteration` escaping a generator into a `RuntimeError`.
     """
 
-    def __init__(self, value=None):
-        super().__init__(value)
-        self.value = value
+    def __init__(self, *args):
+        """``Return()`` returns ``None``, ``Return(x)`` returns ``x``, ``Return(a, b)`` ``(a, b)``."""
+        super().__init__(*args)
+        self.value = args[0] if len(args) == 1 else (args or None)
 
 
 def From(obj):
@@ -30,20 +37,59 @@ def From(obj):
     return obj
 
 
+class _Releasing(object):
+    """What ``yield From(lock)`` gives: ``with`` it releases the lock at the end of the block."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock):
+        self._lock = lock
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc_info):
+        lock, self._lock = self._lock, None
+        lock.release()
+
+
+_LOCKS = (asyncio.Lock, asyncio.Semaphore, asyncio.Condition)
+
+
+async def _acquire(lock):
+    await lock.acquire()
+    return _Releasing(lock)
+
+
 def _awaitable(yielded):
-    """What a trollius-style coroutine yielded, as something to await."""
+    """What a trollius-style coroutine yielded, as something to await.
+
+    Raises:
+        RuntimeError: for something that is neither a future, an awaitable, a
+            generator, a lock nor ``None``; the driver throws it into the generator,
+            as trollius does ("Task got bad yield").
+    """
     if yielded is None:
         return asyncio.sleep(0)
+    if isinstance(yielded, _LOCKS):  # before isawaitable: 3.6-3.8 locks are awaitable
+        return _acquire(yielded)
     if inspect.isawaitable(yielded):
         return yielded
     if inspect.isgenerator(yielded):
         return _drive(yielded)
-    raise TypeError(
-        "a trollius-style coroutine yielded %r; yield From() a coroutine or a future" % (yielded,))
+    raise RuntimeError(
+        "a trollius-style coroutine yielded %r: yield From() a coroutine, a future or a lock"
+        % (yielded,))
 
 
 async def _drive(gen):
-    """Run the generator ``gen`` as a trollius coroutine; return its value."""
+    """Run the generator ``gen`` as a trollius coroutine; return its value.
+
+    The exception to throw into ``gen`` is dropped before the throw: kept in this frame
+    while it propagates, it would refer to the frame through its own traceback, and that
+    cycle would keep the generator's frames and locals alive until the cyclic collector
+    runs.
+    """
     value = error = None
     try:
         while True:
@@ -51,7 +97,10 @@ async def _drive(gen):
                 if error is None:
                     yielded = gen.send(value)
                 else:
-                    yielded, error = gen.throw(error), None
+                    try:
+                        yielded = gen.throw(error)
+                    finally:
+                        error = None
             except StopIteration as stop:
                 return stop.value
             except Return as ret:
@@ -60,6 +109,8 @@ async def _drive(gen):
                 value = await _awaitable(yielded)
             except BaseException as exc:  # the generator decides, as with ``yield from``
                 value, error = None, exc
+            finally:
+                yielded = None  # a failed future: its exception's traceback holds this frame
     finally:
         gen.close()
 

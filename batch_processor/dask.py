@@ -68,5 +68,5 @@ def local_client(n_workers=2, threads_per_worker=1, **kwargs):
     """
     from distributed import Client, LocalCluster
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                           processes=True, dashboard_address=None, **kwargs)
+                           processes=True, dashboard_address=":0", **kwargs)
     return Client(cluster)

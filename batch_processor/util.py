@@ -15,12 +15,17 @@ crash Python 2.7, so exit is handled with care, the same way on every version:
   and default arguments, so module globals already cleared do not matter to it.
 
 Only the public ``concurrent.futures`` API is used: it is the same in the
-``futures`` backport on Python 2.7 and in the standard library of Python 3.6-3.13.
+``futures`` backport on Python 2.7 and in the standard library of Python 3.6-3.15.
+The constructor and ``submit`` take what ``ThreadPoolExecutor``'s take
+(``initializer``, ``initargs``, ``thread_name_prefix``; ``submit(fn, /, *args,
+**kwargs)``), and a failing initializer breaks the pool as it does there (logged
+under ``batch_processor.util``, like everything the package logs).
 """
 from __future__ import absolute_import, division, print_function
 
 import atexit
 import itertools
+import logging
 import multiprocessing
 import os
 import sys
@@ -31,7 +36,16 @@ from concurrent.futures import Executor, Future
 import six
 from six.moves import queue
 
-__all__ = ["UnsafeThreadPoolExecutor"]
+try:  # Python 3.7+ and the futures backport
+    from concurrent.futures.thread import BrokenThreadPool
+except ImportError:  # pragma: no cover - Python 3.6
+    class BrokenThreadPool(RuntimeError):  # type: ignore[no-redef]
+        """Raised when a worker thread's initializer failed: the pool is unusable."""
+
+__all__ = ["BrokenThreadPool", "UnsafeThreadPoolExecutor"]
+
+_LOGGER = logging.getLogger("batch_processor.util")  # ThreadPoolExecutor: "concurrent.futures"
+_BROKEN = "A thread initializer failed, the thread pool is not usable anymore"
 
 _EXITING = []  # type: list  # made non-empty by the atexit handler: the interpreter is exiting
 _PARK = threading.Lock()  # held forever: workers that finish a job at exit block on it
@@ -54,12 +68,47 @@ def _default_max_workers():
 class _Pool(object):
     """State shared by an executor and its workers; it never refers to the executor."""
 
-    def __init__(self):
+    def __init__(self, initializer=None, initargs=()):
         self.queue = queue.Queue()  # (future, fn, args, kwargs) items; None: exit
         self.lock = threading.Lock()  # orders submit, shutdown and the atexit handler
         self.idle = threading.Semaphore(0)  # released by a worker about to be idle
         self.threads = set()
         self.busy = set()  # workers that may be running a job or a future's callbacks
+        self.initializer = initializer
+        self.initargs = initargs
+        self.broken = None  # why the pool is unusable (an initializer failed), or None
+
+    def initialize(self):
+        """Run the initializer in a new worker; on failure break the pool.
+
+        Returns:
+            ``True`` if the worker may serve, ``False`` if the pool is broken.
+        """
+        if self.initializer is None:
+            return True
+        try:
+            self.initializer(*self.initargs)
+            return True
+        except BaseException:
+            _LOGGER.critical("Exception in initializer:", exc_info=True)
+        queued, stop = [], False
+        with self.lock:
+            self.broken = _BROKEN
+            while True:  # fail what is queued, as ThreadPoolExecutor does
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                else:
+                    queued.append(item[0])
+            if stop:
+                self.queue.put(None)  # for the other workers to exit
+        for future in queued:  # outside the lock: a callback may call submit()
+            if future.set_running_or_notify_cancel():
+                future.set_exception(BrokenThreadPool(_BROKEN))
+        return False
 
     def stop(self, cancel_futures):
         """Make the workers exit once the queue is empty.
@@ -86,6 +135,8 @@ def _work(pool, _exiting=_EXITING, _park=_PARK, _exc_info=sys.exc_info,
             import time so that the end of a job touches no module global.
     """
     me = threading.current_thread()
+    if not pool.initialize():
+        return
     while True:
         item = pool.queue.get()
         pool.busy.add(me)  # before reading _exiting: see _python_exit
@@ -129,25 +180,32 @@ def _work(pool, _exiting=_EXITING, _park=_PARK, _exc_info=sys.exc_info,
 class UnsafeThreadPoolExecutor(Executor):
     """A ``ThreadPoolExecutor`` whose daemon workers are never joined at exit."""
 
-    def __init__(self, max_workers=None, thread_name_prefix=None):
+    def __init__(self, max_workers=None, thread_name_prefix="", initializer=None, initargs=()):
         """Create an executor; threads are started lazily, on ``submit``.
 
         Args:
             max_workers: the most threads to run at once; ``None`` for the standard
                 library's default, ``min(32, cpu + 4)``.
             thread_name_prefix: prefix of the threads' names, which end in ``_<k>``.
+            initializer: called as ``initializer(*initargs)`` in each worker thread
+                before its first job. If it raises, the pool is broken: the queued
+                jobs and every later ``submit`` fail with `BrokenThreadPool`.
+            initargs: the initializer's arguments.
 
         Raises:
             ValueError: if ``max_workers`` is not positive.
+            TypeError: if ``initializer`` is neither ``None`` nor callable.
         """
         if max_workers is None:
             max_workers = _default_max_workers()
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0, got %r" % (max_workers,))
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable, got %r" % (initializer,))
         self._max_workers = max_workers
         self._prefix = thread_name_prefix or "UnsafeThreadPoolExecutor-%d" % next(_COUNTER)
         self._shutdown = False
-        self._pool = pool = _Pool()
+        self._pool = pool = _Pool(initializer, tuple(initargs))
         with _POOLS_LOCK:
             _POOLS.add(pool)
 
@@ -156,17 +214,28 @@ class UnsafeThreadPoolExecutor(Executor):
                 work_queue.put(None)
         pool.executor_ref = weakref.ref(self, wake_on_collect)
 
-    def submit(self, fn, *args, **kwargs):
-        """Schedule ``fn(*args, **kwargs)`` on a worker thread.
+    def submit(*args, **kwargs):
+        """``submit(fn, /, *args, **kwargs)``: schedule ``fn(*args, **kwargs)`` on a worker thread.
+
+        ``self`` and ``fn`` are positional only (written for Python 2.7 too), so the
+        call may pass keyword arguments of those names to ``fn``.
 
         Returns:
             a ``concurrent.futures.Future`` for the call's outcome.
 
         Raises:
+            TypeError: if ``fn`` is not given positionally.
+            BrokenThreadPool: once an initializer failed.
             RuntimeError: after ``shutdown`` or once the interpreter is exiting.
         """
+        if len(args) < 2:
+            raise TypeError("submit() missing 1 required positional argument: 'fn'"
+                            if args else "submit() needs an executor to be called on")
+        self, fn, args = args[0], args[1], args[2:]
         pool = self._pool
         with pool.lock:
+            if pool.broken:
+                raise BrokenThreadPool(pool.broken)
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _EXITING:

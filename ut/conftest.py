@@ -172,11 +172,9 @@ def process_pool():
 @pytest.fixture
 def restore_current_loop():
     """Put the thread's current event loop back as it was (the test changes it)."""
-    local = getattr(compat.asyncio.get_event_loop_policy(), "_local", None)
-    saved = (getattr(local, "_loop", None), getattr(local, "_set_called", False))
+    saved = compat.thread_loop()  # without the policy API or asyncio's private attributes
     yield
-    if local is not None:
-        local._loop, local._set_called = saved
+    compat.asyncio.set_event_loop(saved)
 
 
 @pytest.fixture

@@ -1,18 +1,22 @@
 """Tests of ``batch_processor.compat``: trollius-style coroutines on every interpreter.
 
 Everything here is written in trollius style (``yield From(...)``, ``raise
-Return(...)``), so the same file runs on Python 2.7 (trollius) and on 3.6 to 3.13
-(asyncio). Native ``async def`` is tested in ``test_py3_compat.py``.
+Return(...)``), so the same file runs on Python 2.7 (trollius) and on 3.6 to 3.15
+(asyncio): what passes on 2.7 is trollius's own behaviour, and the shim must match it.
+Native ``async def`` is tested in ``test_py3_compat.py``.
 """
 from __future__ import absolute_import, division, print_function
 
+import gc
+import threading
+import weakref
 
 import pytest
 
 from batch_processor import compat
 from batch_processor.compat import From, Return, asyncio, coroutine
 
-from helpers import PY2, TIMEOUT, new_future, run
+from helpers import PY2, TIMEOUT, new_future, run, run_script
 
 
 # -- the names -------------------------------------------------------------------------
@@ -247,6 +251,139 @@ def test_bare_yield_gives_control_back_to_the_loop(loop):
     assert order == ["first: before", "second", "first: after"]
 
 
+def test_return_of_several_values_gives_a_tuple(loop):
+    @coroutine
+    def pair():
+        yield From(asyncio.sleep(0))
+        raise Return("a", 1)
+
+    @coroutine
+    def nothing():
+        yield From(asyncio.sleep(0))
+        raise Return()
+
+    assert run(loop, pair()) == ("a", 1)
+    assert run(loop, nothing()) is None
+
+
+def test_yielding_a_future_without_from_waits_for_it(loop):
+    future = new_future(loop)
+
+    @coroutine
+    def waiter():
+        value = yield future
+        raise Return(value)
+
+    task = loop.create_task(waiter())
+    loop.call_soon(future.set_result, "done")
+    assert run(loop, task) == "done"
+
+
+def test_bare_yield_of_a_value_throws_runtime_error_into_the_coroutine(loop):
+    @coroutine
+    def bad():
+        try:
+            yield 5
+        except RuntimeError as exc:
+            raise Return(("caught", "5" in str(exc)))
+        raise Return("not reached")
+
+    @coroutine
+    def uncaught():
+        yield "not a future"
+
+    assert run(loop, bad()) == ("caught", True)
+    with pytest.raises(RuntimeError):
+        run(loop, uncaught())
+
+
+def _lock_kinds():
+    return [asyncio.Lock, asyncio.Semaphore, asyncio.BoundedSemaphore, asyncio.Condition]
+
+
+@pytest.mark.parametrize("kind", _lock_kinds(), ids=lambda kind: kind.__name__)
+def test_with_yield_from_a_lock_holds_it_for_the_block(loop, kind):
+    seen = []
+
+    @coroutine
+    def main():
+        lock = kind()
+        with (yield From(lock)):
+            seen.append(lock.locked())
+        seen.append(lock.locked())
+        try:
+            with (yield From(lock)):
+                seen.append(lock.locked())
+                raise KeyError("in the block")
+        except KeyError:
+            pass
+        seen.append(lock.locked())
+
+    run(loop, main())
+    assert seen == [True, False, True, False]
+
+
+@pytest.mark.parametrize("kind", _lock_kinds(), ids=lambda kind: kind.__name__)
+def test_with_yield_from_a_lock_excludes_other_coroutines(loop, kind):
+    order = []
+
+    @coroutine
+    def worker(lock, name):
+        with (yield From(lock)):
+            order.append(name + " in")
+            yield From(asyncio.sleep(0))
+            yield From(asyncio.sleep(0))
+            order.append(name + " out")
+
+    @coroutine
+    def main():
+        lock = kind()
+        tasks = [loop.create_task(worker(lock, name)) for name in "ab"]
+        yield From(asyncio.wait(tasks))
+
+    run(loop, main())
+    assert order == ["a in", "a out", "b in", "b out"]
+
+
+class _Tracked(object):
+    """A local whose death a weak reference tells."""
+
+
+def test_a_failing_coroutine_frees_its_frames_and_locals_at_once(loop):
+    refs = []
+
+    @coroutine
+    def fail_later():
+        yield From(asyncio.sleep(0))
+        raise KeyError("awaited")
+
+    @coroutine
+    def failing():
+        local = _Tracked()
+        refs.append(weakref.ref(local))
+        try:
+            yield From(fail_later())
+        except KeyError:
+            pass
+        raise ValueError("after catching")
+
+    @coroutine
+    def main():
+        try:
+            yield From(failing())
+        except ValueError:
+            pass
+
+    enabled = gc.isenabled()
+    gc.disable()  # nothing may be left for the cyclic collector to free
+    try:
+        run(loop, main())
+        assert refs[0]() is None, gc.get_referrers(refs[0]())
+    finally:
+        if enabled:
+            gc.enable()
+
+
 # -- @coroutine on a plain function --------------------------------------------------------
 
 @coroutine
@@ -294,3 +431,86 @@ def test_coroutine_from_and_return_are_trollius_own_on_python2():
     assert compat.coroutine is trollius.coroutine
     assert compat.From is trollius.From
     assert compat.Return is trollius.Return
+
+
+# -- the loop a processor binds to ----------------------------------------------------------
+
+def _doubler():
+    from batch_processor import SeparateBatchProcessorSynchronous
+
+    class Double(SeparateBatchProcessorSynchronous):
+        def _run_one_job_synchronous(self, job_descriptor):
+            return 2 * job_descriptor
+
+    return Double()
+
+
+_FEED_OUTSIDE_ANY_LOOP = """
+    import warnings
+    warnings.simplefilter("error")  # a hidden loop comes with a DeprecationWarning on 3.10-3.13
+    warnings.filterwarnings("ignore", "Running attrs on Python 3.6", DeprecationWarning)
+
+    from batch_processor import ProcessorState, SeparateBatchProcessorSynchronous
+    from batch_processor import run_batch_processor
+
+    class Abs(SeparateBatchProcessorSynchronous):
+        def _run_one_job_synchronous(self, job_descriptor):
+            return abs(job_descriptor)
+
+    processor = Abs()
+    try:
+        processor.feed_new([-1, -2])
+    except RuntimeError as exc:
+        print("RuntimeError: %s" % exc)
+    assert processor.in_flight == 0 and processor.state is ProcessorState.IDLE
+    [handle] = run_batch_processor(processor, [-3])  # not bound to any loop by the failed feed
+    print(handle.future.result())
+"""
+
+
+def test_feed_new_outside_any_loop_in_the_main_thread_raises_and_makes_no_loop():
+    returncode, stdout, stderr = run_script(_FEED_OUTSIDE_ANY_LOOP)
+    assert (returncode, stderr) == (0, "")
+    error, result = stdout.strip().splitlines()
+    assert result == "3"
+    assert error.startswith("RuntimeError: ")
+    assert "inside a run" in error and "running event loop" in error
+
+
+def test_feed_new_outside_any_loop_in_a_thread_raises_and_changes_nothing():
+    from batch_processor import ProcessorState, run_batch_processor
+
+    processor = _doubler()
+    errors = []
+
+    def feed():
+        try:
+            processor.feed_new(iter([1, 2]))
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=feed)
+    thread.start()
+    thread.join(TIMEOUT)
+    [error] = errors
+    assert "inside a run" in str(error)
+    assert processor.in_flight == 0 and processor.state is ProcessorState.IDLE
+    [handle] = run_batch_processor(processor, [21])
+    assert handle.future.result() == 42
+
+
+def test_feed_new_on_a_set_loop_that_does_not_run_binds_to_it(loop):
+    processor = _doubler()
+    processor.feed_new([4])  # the fixture's loop is the thread's current one
+    assert processor.in_flight == 1
+    [[handle]] = run(loop, _collect(processor))
+    assert handle.future.result() == 8
+
+
+@coroutine
+def _collect(processor):
+    rounds = []
+    while processor.in_flight:
+        yield From(processor.wait_ready())
+        rounds.append(list(processor.get_ready()))
+    raise Return([r for r in rounds if r])

@@ -10,6 +10,11 @@ points at the line of the ``.rst`` file. Markers:
   block is skipped (visibly, in the test's output) when a module is missing; the
   pseudo-module ``python3`` is missing on Python 2.
 
+A page whose blocks start a process pool (they name ``ProcessPoolExecutor``) runs as
+a real script file in a fresh interpreter instead, each block at its line of the
+``.rst``: ``spawn`` and ``forkserver`` workers import the script's ``__main__`` from
+its file, which must then be Python, not the page.
+
 Blocks of other languages (``console``, ``text``...) and plain ``::`` literal blocks
 are not run. The README's two set-up commands and the API reference's coverage of the
 public names are checked here too.
@@ -22,18 +27,18 @@ import os
 import re
 import sys
 import types
-import warnings
 
 import pytest
 
 import batch_processor
+from helpers import run_script
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(REPO_ROOT, "docs")
 README = os.path.join(REPO_ROOT, "README.rst")
 
 INSTALL_COMMAND = 'pip install ".[demo]" && python -m batch_processor.demo'
-TEST_COMMAND = 'pip install "tox>=4.5,<4.6" "virtualenv<20.22" && tox'
+TEST_COMMAND = 'pip install "tox>=4.5,<4.6" "virtualenv<20.22" && tox && bash .ci/sid-tox'
 
 _DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. code-block::[ \t]*(?P<language>\S*)[ \t]*$")
 _REQUIRES = re.compile(r"^[ \t]*\.\. test-requires:(?P<modules>.*)$")
@@ -123,32 +128,61 @@ def _missing(modules):
     return missing
 
 
+def _runnable(path):
+    """The blocks of the page ``path`` to run here, and those skipped with why."""
+    run, skipped = [], []
+    for block in python_blocks(path):
+        if block.py3_only and sys.version_info[0] < 3:
+            skipped.append((block, "py3 only"))
+            continue
+        missing = _missing(block.requires)
+        if missing:
+            skipped.append((block, "needs %s" % ", ".join(missing)))
+            continue
+        run.append(block)
+    return run, skipped
+
+
+def starts_process_pools(blocks):
+    return any("ProcessPoolExecutor" in block.code for block in blocks)
+
+
+def run_page_as_script(path, directory):
+    """Run the page's blocks as one script file in ``directory``; return the skipped ones.
+
+    Each block stands at its line of the ``.rst``, so a traceback's line numbers are
+    the page's. The script runs with warnings as errors, as the tests do.
+    """
+    blocks, skipped = _runnable(path)
+    lines = ["import warnings; warnings.simplefilter('error'); warnings.filterwarnings("
+             "'ignore', 'Running attrs on Python 3.6', DeprecationWarning)"]
+    for block in blocks:
+        lines.extend([""] * (block.lineno - 1 - len(lines)))
+        lines.extend(block.code.splitlines())
+    name = os.path.splitext(os.path.basename(path))[0].replace("-", "_") + "_page.py"
+    script = os.path.join(str(directory), name)
+    with io.open(script, "w", encoding="utf-8") as f:
+        f.write(u"\n".join(lines) + u"\n")
+    returncode, stdout, stderr = run_script(path=script)
+    assert returncode == 0, "%s (run as %s) failed:\n%s%s" % (path, script, stdout, stderr)
+    return skipped
+
+
 def run_page(path):
     """Execute the page's Python blocks in order; return the blocks skipped and why."""
     module = types.ModuleType("__main__")
     module.__file__ = path
     namespace = module.__dict__
-    skipped = []
     saved_main = sys.modules.get("__main__")
     # Classes defined by the examples must be found by pickle (process pools), which
     # looks them up in sys.modules["__main__"], as it would in a user's script.
     sys.modules["__main__"] = module
     try:
-        with warnings.catch_warnings():
-            # Process pools fork from a test process that runs threads; harmless here.
-            warnings.filterwarnings("ignore", message=".*multi-threaded.*fork.*",
-                                    category=DeprecationWarning)
-            for block in python_blocks(path):
-                if block.py3_only and sys.version_info[0] < 3:
-                    skipped.append((block, "py3 only"))
-                    continue
-                missing = _missing(block.requires)
-                if missing:
-                    skipped.append((block, "needs %s" % ", ".join(missing)))
-                    continue
-                # Pad with newlines so that tracebacks give the line in the .rst file.
-                source = "\n" * (block.lineno - 1) + block.code
-                exec(compile(source, path, "exec"), namespace)
+        blocks, skipped = _runnable(path)
+        for block in blocks:
+            # Pad with newlines so that tracebacks give the line in the .rst file.
+            source = "\n" * (block.lineno - 1) + block.code
+            exec(compile(source, path, "exec"), namespace)
     finally:
         if saved_main is not None:
             sys.modules["__main__"] = saved_main
@@ -157,10 +191,13 @@ def run_page(path):
 
 
 @pytest.mark.parametrize("path", pages(), ids=lambda p: os.path.relpath(p, REPO_ROOT))
-def test_page_examples_run(path, capsys):
+def test_page_examples_run(path, capsys, tmpdir):
     assert python_blocks(path) or os.path.basename(path) in ("api.rst", "changelog.rst", "index.rst"), \
         "%s has no Python example to run" % path
-    skipped = run_page(path)
+    if starts_process_pools(_runnable(path)[0]):
+        skipped = run_page_as_script(path, tmpdir)
+    else:
+        skipped = run_page(path)
     if skipped:
         with capsys.disabled():
             for block, why in skipped:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
@@ -19,6 +18,7 @@ from batch_processor import (
     SeparateBatchProcessorSynchronous, SequentialBatchProcessorSynchronous,
     ProcessorState, run_batch_processor, run_batch_processors_graph)
 from batch_processor.compat import PY2, Return, coroutine
+from helpers import make_process_pool  # spawns its workers: the test process runs threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +41,7 @@ class PerJobPool(SeparateBatchProcessorSynchronous):
 
     @property
     def _executor(self):
-        return ProcessPoolExecutor(1)
+        return make_process_pool(1)
 
     def _run_one_job_synchronous(self, job_descriptor):
         return _die_or_double(job_descriptor)
@@ -97,7 +97,7 @@ def test_a_dying_worker_fails_only_its_own_job_with_a_pool_per_job(how):
            "on that lock (3.7 wakes its thread through a pipe of its own instead)")
 def test_a_dying_worker_of_a_shared_pool_fails_jobs_instead_of_hanging():
     from concurrent.futures.process import BrokenProcessPool
-    pool = ProcessPoolExecutor(2)
+    pool = make_process_pool(2)
     try:
         handles = run_batch_processor(SharedPool(pool), ["die"] + list(range(6)))
     finally:
@@ -111,7 +111,7 @@ def test_a_dying_worker_of_a_shared_pool_fails_jobs_instead_of_hanging():
 
 @pytest.mark.skipif(sys.version_info < (3, 8), reason="needs the pool's pickling-error reporting of 3.8+")
 def test_unpicklable_descriptor_and_result_fail_their_own_handles():
-    pool = ProcessPoolExecutor(1)
+    pool = make_process_pool(1)
     unpicklable = threading.Lock()
     try:
         handles = run_batch_processor(SharedPool(pool), [1, unpicklable, "unpicklable-result", 4])
