@@ -4,8 +4,6 @@
 go to a `_streaming._Channel`, and ``__anext__`` waits for the channel. Closing
 the iterator (``aclose()``, or dropping it) kills every processor.
 """
-from __future__ import annotations
-
 
 from . import compat
 from ._streaming import start_stream, stream_error

@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 import traceback
 import weakref
@@ -95,11 +96,16 @@ _live = weakref.WeakSet() if hasattr(weakref, "WeakSet") else None
 _live_lock = threading.Lock()
 
 
+#: 2.7's backport and 3.6's ProcessPoolExecutor take neither a start method nor an
+#: initializer: there the workers fork at the first job and inherit the processor.
+_FORKED_WORKERS = sys.version_info < (3, 7)
+
+
 def _context():
-    """A multiprocessing context safe in a process with threads, or ``None`` (2.7)."""
+    """A multiprocessing context safe in a process with threads, or ``None`` (2.7, 3.6)."""
     get_context = getattr(multiprocessing, "get_context", None)
-    if get_context is None:
-        return None  # Python 2.7: fork only
+    if get_context is None or _FORKED_WORKERS:
+        return None  # fork only
     methods = multiprocessing.get_all_start_methods()
     return get_context("forkserver" if "forkserver" in methods else "spawn")
 
@@ -191,7 +197,7 @@ class ProcessorPool(object):
         return outer
 
     def submit_inner(self, pool, method_name, descriptor_bytes):
-        if compat.PY2:
+        if _FORKED_WORKERS:
             first = getattr(pool, "_queue_management_thread", None) is None
             if first:  # the workers fork now, and inherit the processor
                 _PROCESSORS[self.token] = self.processor

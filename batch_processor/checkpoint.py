@@ -137,12 +137,15 @@ class Recorder(object):
         self.interval = interval
         self.nodes = nodes  # in the graph's order
         self.index = dict((id(node), i) for i, node in enumerate(nodes))
+        self.db = None
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
+            if self.db is not None:
+                self.db.close()
             raise CheckpointError("checkpoint=%r cannot be opened as an SQLite database (%s); "
                                   "give the path of a checkpoint this library wrote, or of a "
                                   "new file" % (path, safe_str(exc)))

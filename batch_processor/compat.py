@@ -179,12 +179,41 @@ else:
         """`DONE`, the awaitable done at once and tied to no loop."""
         return DONE
 
-    def contained_task_factory(loop, coro):
-        """asyncio already lets a task fail alone on a non-exiting ``BaseException``."""
-        return asyncio.Task(coro, loop=loop)
+    if sys.version_info >= (3, 8):
+        def contained_task_factory(loop, coro):
+            """asyncio already lets a task fail alone on a non-exiting ``BaseException``."""
+            return asyncio.Task(coro, loop=loop)
 
-    def contain_base_exceptions(loop):
-        """Nothing to do on Python 3.8+: tasks re-raise only KeyboardInterrupt, SystemExit."""
+        def contain_base_exceptions(loop):
+            """Nothing to do on 3.8+: tasks re-raise only KeyboardInterrupt, SystemExit."""
+
+    else:
+        # 3.6 and 3.7 re-raise every BaseException of a task out of the loop, as
+        # trollius does: the pure-Python task's step is wrapped to contain it.
+        _STEP = "_step" if sys.version_info < (3, 7) else "_Task__step"
+
+        class ContainedTask(asyncio.tasks._PyTask):
+            """A task that fails alone on any ``BaseException`` but KeyboardInterrupt/SystemExit."""
+
+        def _contained_step(self, *args, **kwargs):
+            try:
+                return getattr(asyncio.tasks._PyTask, _STEP)(self, *args, **kwargs)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:
+                if not self.done():  # pragma: no cover - the step always set it
+                    raise
+
+        setattr(ContainedTask, _STEP, _contained_step)
+
+        def contained_task_factory(loop, coro):
+            """A task factory for ``loop.set_task_factory``: `ContainedTask` for every coroutine."""
+            return ContainedTask(coro, loop=loop)
+
+        def contain_base_exceptions(loop):
+            """Make ``loop``'s tasks fail alone on a non-exiting ``BaseException``, as on 3.8+."""
+            if loop.get_task_factory() is None:
+                loop.set_task_factory(contained_task_factory)
 
     #: ``future.exception()``: on Python 3 the traceback lives on the exception.
     exception_of = operator.methodcaller("exception")
@@ -239,6 +268,9 @@ def all_tasks(loop):
     """The tasks of ``loop`` that are not done."""
     if hasattr(asyncio, "all_tasks") and sys.version_info >= (3, 7):
         return asyncio.all_tasks(loop)
+    if not PY2:  # 3.6: the C tasks and the pure-Python ones (ContainedTask) apart
+        tasks = asyncio.Task.all_tasks(loop) | asyncio.tasks._PyTask.all_tasks(loop)
+        return set(task for task in tasks if not task.done())
     # trollius keeps every task of the process in one WeakSet, which other threads'
     # loops change while we look: iterating it raises "Set changed size during
     # iteration". Copying its set of references is one step under the GIL.

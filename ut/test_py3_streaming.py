@@ -12,6 +12,15 @@ from batch_processor import execution
 from helpers import Separate, outcome
 
 
+def run(coro):
+    """``asyncio.run(coro)``, which Python 3.6 lacks."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
 class Gated(Separate):
     """Each job waits for the loop future of its descriptor."""
 
@@ -40,7 +49,7 @@ def test_each_handle_is_yielded_as_soon_as_collected():
             if len(seen) == 1:
                 processor.gate(2).set_result(None)  # job 2 ends only after handle 1 is out
         return seen
-    assert asyncio.run(main()) == [("ok", 1), ("ok", 2)]
+    assert run(main()) == [("ok", 1), ("ok", 2)]
 
 
 def test_graph_form_yields_pairs_and_closing_kills():
@@ -53,7 +62,7 @@ def test_graph_form_yields_pairs_and_closing_kills():
         processor, handle = await stream.__anext__()
         await stream.aclose()
         return head, processor, handle
-    head, processor, handle = asyncio.run(main())
+    head, processor, handle = run(main())
     assert processor is head and outcome(handle) == ("ok", 1)
     assert head.state is ProcessorState.KILLED
     assert id(head) not in execution._claimed
@@ -66,7 +75,7 @@ def test_dropping_kills():
         del stream
         gc.collect()
         return processor
-    assert asyncio.run(main()).state is ProcessorState.KILLED
+    assert run(main()).state is ProcessorState.KILLED
 
 
 def test_errors_carry_the_handles_not_yet_yielded():
@@ -81,7 +90,7 @@ def test_errors_carry_the_handles_not_yet_yielded():
             async for _ in iter_batch_processors_graph_async(graph, {head: [1]}):
                 pass
         return head, info.value
-    head, error = asyncio.run(main())
+    head, error = run(main())
     assert [outcome(h) for h in error.results[head]] == [("ok", 2)]
 
 
@@ -97,6 +106,6 @@ def test_max_in_flight_and_source_error():
             async for handle in iter_batch_processor_async(processor, source(), max_in_flight=1):
                 got.append(handle)
         return got, info.value
-    got, error = asyncio.run(main())
+    got, error = run(main())
     assert len(got) + len(error.results) == 1
     assert isinstance(error.__cause__, KeyError)
