@@ -299,6 +299,10 @@ class Harness(object):
         Returns ``(call number, the run's counters of running jobs)`` for `_leave`.
         """
         spec, pid = processor.spec, processor.pid
+        if descriptors and id(descriptors[0]) not in self.fed_ids[pid]:
+            # A thread job of an earlier run that a worker took just before that run's
+            # kill, and that reaches the processor's code only now: not this run's.
+            return 0, [0] * len(self.procs)
         with self.lock:
             self.job_calls[pid] += 1
             self.running[pid] += 1
