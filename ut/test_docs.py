@@ -38,7 +38,8 @@ DOCS = os.path.join(REPO_ROOT, "docs")
 README = os.path.join(REPO_ROOT, "README.rst")
 
 INSTALL_COMMAND = 'pip install ".[demo]" && python -m batch_processor.demo'
-TEST_COMMAND = 'pip install "tox>=4.5,<4.6" "virtualenv<20.22" && tox -p 2 -o --parallel-no-spinner && bash .ci/sid-tox'
+TEST_COMMAND = ('pip install "tox>=4.5,<4.6" "virtualenv<20.22" '
+                '&& tox -p 2 -o --parallel-no-spinner && bash .ci/sid-tox')
 
 _DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. code-block::[ \t]*(?P<language>\S*)[ \t]*$")
 _REQUIRES = re.compile(r"^[ \t]*\.\. test-requires:(?P<modules>.*)$")
