@@ -38,7 +38,7 @@ except ImportError:  # Python 2.7's backport
     class BrokenProcessPool(RuntimeError):
         """Stands in for the standard library's error where the backport has none."""
 
-__all__ = ["BrokenProcessPool", "ProcessorPool", "shutdown_all"]
+__all__ = ["BrokenProcessPool", "ProcessorCopies", "ProcessorPool", "shutdown_all"]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -121,7 +121,19 @@ class _JobFuture(Future):
         return self._inner.cancel()
 
 
-class ProcessorPool(object):
+class ProcessorCopies(object):
+    """An executor that holds copies of one processor and runs their methods by name.
+
+    ``submit_job(method_name, argument)`` returns a ``concurrent.futures.Future`` of
+    ``copy.method_name(argument)``; a job carries the argument and the method's name,
+    never the processor. The runtime calls a job started when it is submitted.
+    """
+
+    def submit_job(self, method_name, argument):  # pragma: no cover - each one implements it
+        raise NotImplementedError
+
+
+class ProcessorPool(ProcessorCopies):
     """A process pool of ``workers`` processes, each holding a copy of ``processor``.
 
     Made on first use and kept until `shutdown`; a broken pool is replaced at the
@@ -271,7 +283,8 @@ def _terminate(pool):
     if not getattr(pool, "_pending_work_items", True):
         pool.shutdown(wait=True)
         return
-    thread = getattr(pool, "_queue_management_thread", None)
+    thread = getattr(pool, "_executor_manager_thread", None) or \
+        getattr(pool, "_queue_management_thread", None)
     processes = getattr(pool, "_processes", None) or ()
     processes = list(processes.values() if isinstance(processes, dict) else processes)
     for process in processes:
@@ -279,15 +292,22 @@ def _terminate(pool):
             process.terminate()
         except Exception:  # pragma: no cover - already gone
             pass
+    for process in processes:
+        try:
+            process.join(5)
+            if process.is_alive() and hasattr(process, "kill"):  # SIGTERM handled
+                process.kill()
+                process.join(5)
+        except Exception:  # pragma: no cover
+            pass
+    if thread is not None and not compat.PY2:
+        # The manager thread sees the dead workers and cleans up; shutting down before
+        # it is done closes its queue under it (3.7 and 3.8 then raise in that thread).
+        thread.join(5)
     try:
         pool.shutdown(wait=False)
     except Exception:  # pragma: no cover - a broken pool
         pass
-    for process in processes:
-        try:
-            process.join(5)
-        except Exception:  # pragma: no cover
-            pass
     if compat.PY2:
         # The backport's manager thread waits for the dead workers for ever, and the
         # interpreter joins it at exit: let exit forget it (it is a daemon thread).
