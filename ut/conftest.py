@@ -37,6 +37,18 @@ if sys.version_info[0] == 2:
                             for path in glob.glob(os.path.join(HERE, "test_py3_*.py")))
 
 
+def pytest_collection_finish(session):
+    """What the modules imported stays alive to the end: the collector skips it from now.
+
+    Each test collects garbage twice (`no_asyncio_errors`); without this, each such
+    full collection walks every object of every module imported (hypothesis, Dask,
+    scikit-learn...), and the suite spends most of its time there.
+    """
+    gc.collect()
+    if hasattr(gc, "freeze"):  # Python 3.7+
+        gc.freeze()
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "allow_asyncio_errors: the test may make asyncio log ERROR records")
