@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import six
 
 from . import compat
-from ._processes import ProcessorPool, default_workers
+from ._processes import ProcessorCopies, ProcessorPool, default_workers
 from .interface import ProcessorState, describe, safe_repr, safe_str
 
 if False:  # type checkers only
@@ -124,6 +124,9 @@ class ExecutorRuntime(object):
 
     method_name = None  # type: Optional[str]
     owned_executor = None
+    #: An executor made for the current run only (`DaskExecutorMixin`'s copy of the
+    #: processor on its cluster): dropped when the run releases the processor.
+    run_executor = None
 
     def reset(self):
         super(ExecutorRuntime, self).reset()
@@ -158,7 +161,7 @@ class ExecutorRuntime(object):
         return pool
 
     def submit_to_pool(self, pool, argument):
-        """Run a job in the processor's `ProcessorPool`; return a future of the loop."""
+        """Run a job in ``pool``, a `ProcessorCopies`; return a future of the loop."""
         future = self.new_future()
         try:
             executor_future = pool.submit_job(self.method_name, argument)
@@ -169,9 +172,20 @@ class ExecutorRuntime(object):
         executor_future.add_done_callback(functools.partial(self.executor_done, future))
         return future
 
+    def release(self, callback):
+        super(ExecutorRuntime, self).release(callback)
+        self.end_run_executor()
+
+    def end_run_executor(self, replacement=None):
+        """The run is over (or made another): its executor is told, with ``release()``."""
+        executor, self.run_executor = self.run_executor, replacement
+        if executor is not None:
+            executor.release()
+
     def stopped(self):
         """Stopped or killed: the owned process pool goes (its workers terminated on kill)."""
         super(ExecutorRuntime, self).stopped()
+        self.end_run_executor()
         pool = self.owned_executor
         if isinstance(pool, ProcessorPool):
             pool.shutdown(kill=self.final is ProcessorState.KILLED)
@@ -183,7 +197,7 @@ class ExecutorRuntime(object):
         thread pool when a worker takes it, for other executors when it is submitted.
         """
         processor = self.processor
-        if isinstance(executor, ProcessorPool):
+        if isinstance(executor, ProcessorCopies):
             if on_start is not None:
                 self.loop.call_soon(on_start)
             return self.submit_to_pool(executor, argument)

@@ -10,13 +10,30 @@ Mix `DaskExecutorMixin` into ``SeparateBatchProcessorSynchronous`` or
     with distributed.Client("tcp://scheduler:8786") as client:
         handles = run_batch_processor(Train(client, max_parallel_jobs=64), configs)
 
+The processor is sent to the cluster once per run, not with every job: at the run's
+first job it is pickled once and registered as a Dask worker plugin, which the
+scheduler gives to every worker (and to those that join later, such as the nanny's
+replacement of a worker that died); each job carries only its descriptor. It
+travels without its client and runtime state, and workers see it as it was when the
+run's first job started; the workers drop it when the run is over. A worker that
+dies loses no job: Dask reruns its tasks on the other workers, or fails them with its
+own error (``KilledWorker``) when a task keeps killing its workers.
+
 Jobs go through ``client.get_executor(pure=False)``, so two jobs with equal
 descriptors are two tasks on the cluster. ``kill()`` (and a run's timeout) cancel
 the cluster's futures of the unfinished jobs; a job already running on a worker is
-abandoned there, as a thread job is. The processor travels to the workers without
-its client and runtime state. Needs the ``[dask]`` extra (Python 3).
+abandoned there, as a thread job is. Needs the ``[dask]`` extra (Python 3).
 """
 from __future__ import absolute_import, division, print_function
+
+import functools
+import pickle
+import threading
+import uuid
+from concurrent.futures import Executor, Future
+
+from ._processes import ProcessorCopies
+from .interface import describe, safe_str
 
 __all__ = ["DaskExecutorMixin", "local_client"]
 
@@ -55,10 +72,184 @@ class DaskExecutorMixin(object):
 
     @property
     def _executor(self):
+        """The run's `ClusterCopy`: jobs on the cluster, the processor sent once per run."""
         executor = self._dask_executor
         if executor is None:
             executor = self._dask_executor = self.client.get_executor(pure=False)
-        return executor
+        runtime = self._bp_runtime()
+        copy = runtime.run_executor
+        if not isinstance(copy, ClusterCopy) or copy.executor is not executor:
+            copy = ClusterCopy(self, self.client, executor)
+            runtime.end_run_executor(copy)
+        return copy
+
+
+class ClusterCopy(ProcessorCopies, Executor):
+    """The copy of a processor on a Dask cluster that the jobs of one run use.
+
+    At the first job, the processor is pickled once and registered as a worker plugin
+    (`ProcessorPlugin`) under a name of this run's: the scheduler hands it to every
+    worker, and to the workers that join later (a nanny's replacement of a dead one).
+    Registering asks the scheduler, so it runs in a thread of its own and the loop
+    never waits on the cluster; jobs submitted meanwhile go to the cluster when it is
+    done. Each job is then a task of ``executor`` (the client's ``ClientExecutor``)
+    that carries the plugin's name, the method's name and the descriptor. When the run
+    has released the copy and its last job ended, the plugin is unregistered (the
+    workers drop their copies). ``submit`` is the executor's, for code that reads
+    ``processor._executor`` itself.
+    """
+
+    def __init__(self, processor, client, executor):
+        self.processor = processor
+        self.client = client
+        self.executor = executor
+        self.name = "batch_processor-%s" % uuid.uuid4().hex
+        self.lock = threading.Lock()
+        self.registered = None  # a Future of the registration, made at the first job
+        self.in_flight = 0
+        self.released = False
+        self.unregistered = False
+        #: Set once the workers were told to drop their copies (or had none).
+        self.dropped = threading.Event()
+
+    def submit_job(self, method_name, argument):
+        with self.lock:
+            if self.registered is None:
+                self.registered = self.register()
+            registered = self.registered
+            self.in_flight += 1
+        if registered.done():
+            future = self.submit_registered(registered, method_name, argument)
+        else:
+            future = _Chained()
+            registered.add_done_callback(functools.partial(
+                self.chain, future, method_name, argument))
+        future.add_done_callback(self.job_ended)
+        return future
+
+    def register(self):
+        """Pickle the processor here, register it in a thread; a Future of that."""
+        registered = Future()
+        try:
+            processor_bytes = pickle.dumps(self.processor, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            registered.set_exception(TypeError(
+                "%s cannot be pickled to the cluster's workers (%s); keep unpicklable "
+                "attributes (locks, open files) out of it, or list them in the class "
+                "attribute _bp_not_pickled" % (describe(self.processor), safe_str(exc))))
+            return registered
+
+        def register():
+            try:
+                from ._dask_worker import ProcessorPlugin
+                self.client.register_plugin(ProcessorPlugin(processor_bytes), name=self.name)
+            except BaseException as exc:
+                registered.set_exception(RuntimeError(
+                    "%s: its copy could not be sent to the cluster's workers: %s"
+                    % (describe(self.processor), safe_str(exc))))
+            else:
+                registered.set_result(None)
+        _start_daemon(register, "batch_processor: register %s" % self.name)
+        return registered
+
+    def submit_registered(self, registered, method_name, argument):
+        exc = registered.exception()
+        if exc is not None:
+            raise exc  # this job fails with it (the runtime fails its handle)
+        from ._dask_worker import run_on_copy
+        return self.executor.submit(run_on_copy, self.name, method_name, argument)
+
+    def chain(self, future, method_name, argument, registered):
+        # In the registering thread: the job goes to the cluster now, unless cancelled.
+        if future.cancelled():
+            return
+        try:
+            inner = self.submit_registered(registered, method_name, argument)
+        except BaseException as exc:
+            future.set_exception(exc)
+            return
+        future.follow(inner)
+
+    def job_ended(self, _):
+        with self.lock:
+            self.in_flight -= 1
+        self.maybe_unregister()
+
+    def release(self):
+        """The run is over: drop the workers' copies once the last job ended."""
+        self.released = True
+        self.maybe_unregister()
+
+    def maybe_unregister(self):
+        with self.lock:
+            if not self.released or self.in_flight or self.unregistered \
+                    or self.registered is None:
+                return
+            self.unregistered = True
+        registered = self.registered
+
+        def unregister(_):
+            try:
+                if registered.exception() is None:
+                    self.client.unregister_worker_plugin(self.name)
+            except Exception:  # the client or the cluster is gone: so are the copies
+                pass
+            finally:
+                self.dropped.set()
+        _start_daemon(lambda: registered.add_done_callback(unregister),
+                      "batch_processor: unregister %s" % self.name)
+
+    def submit(self, fn, *args, **kwargs):
+        return self.executor.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait=True, **kwargs):
+        """The client's executor is the client's: it is left running."""
+
+
+class _Chained(Future):
+    """A job's future while the registration is under way, then the cluster's job's.
+
+    Never marked running: it can be cancelled until the cluster's job is, as the
+    client's own futures can.
+    """
+
+    def __init__(self):
+        Future.__init__(self)
+        self.inner = None
+        self.chain_lock = threading.Lock()
+
+    def follow(self, inner):
+        with self.chain_lock:
+            cancelled = self.cancelled()
+            if not cancelled:
+                self.inner = inner
+        if cancelled:
+            inner.cancel()
+        else:
+            inner.add_done_callback(self.settle)
+
+    def settle(self, inner):
+        if inner.cancelled():
+            Future.cancel(self)
+        elif not self.done():
+            exc = inner.exception()
+            if exc is None:
+                self.set_result(inner.result())
+            else:
+                self.set_exception(exc)
+
+    def cancel(self):
+        with self.chain_lock:
+            inner = self.inner
+            if inner is None:
+                return Future.cancel(self)
+        return inner.cancel() and self.cancelled()
+
+
+def _start_daemon(target, name):
+    thread = threading.Thread(target=target, name=name)
+    thread.daemon = True
+    thread.start()
 
 
 def local_client(n_workers=2, threads_per_worker=1, **kwargs):

@@ -95,6 +95,49 @@ def test_copies_and_pickles_run_on_the_cluster(client, how):
     assert sorted(h.future.result()[0] for h in run_batch_processor(clone, [3, 4])) == [9, 16]
 
 
+class CountsItsPickles(DaskExecutorMixin, SeparateBatchProcessorSynchronous):
+    pickled = 0  # in this process: how often the processor was pickled
+
+    def __getstate__(self):
+        type(self).pickled += 1
+        return super(CountsItsPickles, self).__getstate__()
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        return job_descriptor + len(self.model)
+
+
+def test_the_processor_goes_to_the_cluster_once_per_run_not_with_every_job(client, monkeypatch):
+    from batch_processor import dask
+    released = []
+    release = dask.ClusterCopy.release
+    monkeypatch.setattr(dask.ClusterCopy, "release", lambda copy: (released.append(copy),
+                                                                   release(copy)))
+    processor = CountsItsPickles(client, max_parallel_jobs=4)
+    processor.model = list(range(1000))
+    for run in (1, 2):
+        handles = run_batch_processor(processor, range(30))
+        assert sorted(h.future.result() for h in handles) == list(range(1000, 1030))
+        assert CountsItsPickles.pickled == run
+    # After each run the workers drop that run's copy: nothing is left on the cluster.
+    assert len(released) == 2
+    for copy in released:
+        assert copy.dropped.wait(60)
+    left = client.run(lambda dask_worker: [name for name in dask_worker.plugins
+                                           if name.startswith("batch_processor-")])
+    assert left and all(names == [] for names in left.values())
+
+
+def test_an_unpicklable_processor_fails_its_jobs_with_a_message_naming_it(client):
+    import threading
+    processor = Square(client, name="locked")
+    processor.lock = threading.Lock()
+    handles = run_batch_processor(processor, [1, 2])
+    assert len(handles) == 2
+    for handle in handles:
+        message = str(handle.future.exception())
+        assert "locked" in message and "cannot be pickled to the cluster" in message
+
+
 class KillsAWorker(DaskExecutorMixin, SeparateBatchProcessorSynchronous):
     def _run_one_job_synchronous(self, job_descriptor):
         import os
