@@ -96,18 +96,57 @@ _live = weakref.WeakSet() if hasattr(weakref, "WeakSet") else None
 _live_lock = threading.Lock()
 
 
-#: 2.7's backport and 3.6's ProcessPoolExecutor take neither a start method nor an
-#: initializer: there the workers fork at the first job and inherit the processor.
-_FORKED_WORKERS = sys.version_info < (3, 7)
+#: 2.7's backport takes neither a start method nor an initializer: there the workers
+#: fork at the first job and inherit the processor.
+_FORKED_WORKERS = compat.PY2
 
 
 def _context():
-    """A multiprocessing context safe in a process with threads, or ``None`` (2.7, 3.6)."""
+    """A multiprocessing context safe in a process with threads, or ``None`` (2.7)."""
     get_context = getattr(multiprocessing, "get_context", None)
     if get_context is None or _FORKED_WORKERS:
         return None  # fork only
     methods = multiprocessing.get_all_start_methods()
     return get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _new_executor(workers, context, initializer, initargs):
+    """A ``ProcessPoolExecutor`` whose workers start in ``context``, with an initializer."""
+    if sys.version_info >= (3, 7):
+        return ProcessPoolExecutor(workers, mp_context=context, initializer=initializer,
+                                   initargs=initargs)
+    return _Executor36(workers, context, initializer, initargs)
+
+
+class _Executor36(ProcessPoolExecutor):
+    """3.6's ``ProcessPoolExecutor`` with what 3.7 added: a start method and an initializer.
+
+    3.6's pool makes its queues and workers with the default context (``fork``, unsafe
+    in a process with threads); this one makes them with ``context``.
+    """
+
+    def __init__(self, workers, context, initializer, initargs):
+        ProcessPoolExecutor.__init__(self, workers)
+        from concurrent.futures import process
+        self._bp_context = context
+        self._bp_initializer = (initializer, initargs)
+        self._call_queue = context.Queue(self._max_workers + process.EXTRA_QUEUED_CALLS)
+        self._call_queue._ignore_epipe = True
+        self._result_queue = context.SimpleQueue()
+
+    def _adjust_process_count(self):
+        for _ in range(len(self._processes), self._max_workers):
+            worker = self._bp_context.Process(
+                target=_worker36, args=(self._call_queue, self._result_queue)
+                + self._bp_initializer)
+            worker.start()
+            self._processes[worker.pid] = worker
+
+
+def _worker36(call_queue, result_queue, initializer, initargs):
+    from concurrent.futures import process
+    initializer(*initargs)
+    process._process_worker(call_queue, result_queue)
 
 
 class _JobFuture(Future):
@@ -183,8 +222,7 @@ class ProcessorPool(ProcessorCopies):
         context = _context()
         if context is None:
             return ProcessPoolExecutor(self.workers)  # 2.7: workers forked at the first job
-        return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
-                                   initargs=(self.token, processor_bytes))
+        return _new_executor(self.workers, context, _init_worker, (self.token, processor_bytes))
 
     # -- jobs -----------------------------------------------------------------------
 

@@ -49,6 +49,28 @@ class Batch(SequentialBatchProcessorSynchronous):
         return [(d, os.getpid()) for d in descriptors]
 
 
+#: Changed by a test after import: a forked worker would see the change, a worker that
+#: started a fresh interpreter (forkserver, spawn) imports the module anew and does not.
+MARK = ["as imported"]
+
+
+class ReadsTheMark(SeparateBatchProcessorSynchronous):
+    def _run_one_job_synchronous(self, descriptor):
+        return MARK[0]
+
+
+@pytest.mark.skipif(PY2, reason="2.7's process pool can only fork")
+def test_workers_do_not_fork_from_this_threaded_process():
+    MARK[0] = "changed in the parent after import"
+    processor = ReadsTheMark(executor="processes", max_parallel_jobs=1)
+    try:
+        handles = run_batch_processor(processor, [1])
+    finally:
+        processor.stop()
+        MARK[0] = "as imported"
+    assert handles[0].future.result() == "as imported"
+
+
 def outcomes(handles):
     return dict((h.descriptor if not isinstance(h.descriptor, tuple) else h.descriptor[0],
                  h.future) for h in handles)
