@@ -18,6 +18,7 @@
 from __future__ import absolute_import, division, print_function
 
 import atexit
+import collections
 import itertools
 import multiprocessing
 import os
@@ -150,25 +151,56 @@ def _worker36(call_queue, result_queue, initializer, initargs):
 
 
 class _JobFuture(Future):
-    """The future of one job: the worker's pickled answer, unpickled here."""
+    """The future of one job: the worker's pickled answer, unpickled here.
+
+    Cancelling it while the job waits in the pool's queue cancels this future only:
+    the pool's own future is left alone, for the pools of 3.8 to 3.11 fail when they
+    break with a cancelled job in their queue (their manager thread dies on
+    ``InvalidStateError``). The job is then skipped if the pool is terminated (as on
+    ``kill()``), or it runs and its outcome is dropped. A job already running cannot
+    be cancelled.
+    """
 
     def __init__(self, inner):
         Future.__init__(self)
         self._inner = inner
 
     def cancel(self):
-        return self._inner.cancel()
+        inner = self._inner
+        if inner.running() or inner.done():
+            return self.cancelled()
+        return self.drop()
+
+    def drop(self):
+        """Cancel this future, whatever the pool's future does."""
+        with self._condition:
+            if self.done():
+                return self.cancelled()
+            Future.cancel(self)
+            self.set_running_or_notify_cancel()
+            return True
+
+    def settle(self, result=None, exception=None):
+        """Set the outcome, unless cancelled meanwhile (from the loop's thread)."""
+        with self._condition:
+            if self.done():
+                return
+            if exception is not None:
+                self.set_exception(exception)
+            else:
+                self.set_result(result)
 
 
 class ProcessorCopies(object):
     """An executor that holds copies of one processor and runs their methods by name.
 
-    ``submit_job(method_name, argument)`` returns a ``concurrent.futures.Future`` of
-    ``copy.method_name(argument)``; a job carries the argument and the method's name,
-    never the processor. The runtime calls a job started when it is submitted.
+    ``submit_job(method_name, argument, started=None)`` returns a
+    ``concurrent.futures.Future`` of ``copy.method_name(argument)``; a job carries the
+    argument and the method's name, never the processor. ``started()``, which may be
+    called from any thread, is called when the job starts running.
     """
 
-    def submit_job(self, method_name, argument):  # pragma: no cover - each one implements it
+    def submit_job(self, method_name, argument, started=None):  # pragma: no cover
         raise NotImplementedError
 
 
@@ -176,8 +208,15 @@ class ProcessorPool(ProcessorCopies):
     """A process pool of ``workers`` processes, each holding a copy of ``processor``.
 
     Made on first use and kept until `shutdown`; a broken pool is replaced at the
-    next submit. ``submit_job(method_name, descriptor)`` returns a
+    next submit. ``submit_job(method_name, descriptor, started=None)`` returns a
     ``concurrent.futures.Future`` of ``processor.method_name(descriptor)``.
+
+    More jobs than workers may be submitted: the others wait in the pool's queue, so
+    that a worker that ends a job takes the next one at once, without waiting for the
+    event loop to hear of the end and submit more. The pool serves its queue in order,
+    one job per free worker, and so does the count of started jobs here: a job is
+    ``started()`` when it is submitted to a pool with a free worker, else when an
+    earlier job ends.
     """
 
     def __init__(self, processor, workers):
@@ -188,6 +227,8 @@ class ProcessorPool(ProcessorCopies):
         self.broken = False
         self.closed = False
         self.lock = threading.Lock()
+        self.in_flight = 0  # submitted and not yet ended
+        self.waiting = collections.deque()  # ``started`` of each job beyond the workers
         with _live_lock:
             _live.add(self)
 
@@ -226,7 +267,7 @@ class ProcessorPool(ProcessorCopies):
 
     # -- jobs -----------------------------------------------------------------------
 
-    def submit_job(self, method_name, descriptor):
+    def submit_job(self, method_name, descriptor, started=None):
         processor = self.processor
         try:
             descriptor_bytes = pickle.dumps(descriptor, _PROTOCOL)
@@ -243,6 +284,13 @@ class ProcessorPool(ProcessorCopies):
             self.broken = True
             inner = self.submit_inner(self.current_pool(), method_name, descriptor_bytes)
         outer = _JobFuture(inner)
+        with self.lock:
+            self.in_flight += 1
+            waits = self.in_flight > self.workers
+            if waits:
+                self.waiting.append(started)
+        if started is not None and not waits:
+            started()
         inner.add_done_callback(lambda done: self.job_done(outer, done, pool, descriptor))
         return outer
 
@@ -261,9 +309,13 @@ class ProcessorPool(ProcessorCopies):
         return pool.submit(_run_job, self.token, method_name, descriptor_bytes)
 
     def job_done(self, outer, inner, pool, descriptor):
-        if inner.cancelled():
-            Future.cancel(outer)
-            outer.set_running_or_notify_cancel()
+        with self.lock:  # a worker is free: the oldest waiting job starts there
+            self.in_flight -= 1
+            started = self.waiting.popleft() if self.waiting else None
+        if started is not None:
+            started()
+        if inner.cancelled():  # by the pool itself (shut down with cancel_futures)
+            outer.drop()
             return
         exc = inner.exception()
         if exc is not None:
@@ -271,19 +323,23 @@ class ProcessorPool(ProcessorCopies):
                 with self.lock:
                     if self.pool is pool:
                         self.broken = True
-            outer.set_exception(exc)
+            outer.settle(exception=exc)
             return
+        if outer.done():
+            return  # cancelled while it waited: its result is not wanted
         ok, payload = inner.result()
         if not ok:
-            outer.set_exception(TypeError(
+            outer.settle(exception=TypeError(
                 "%s: the job %s cannot send its result back from its worker process: %s; "
                 "return picklable values from a processor with executor=\"processes\""
                 % (describe(self.processor), safe_repr(descriptor), payload)))
             return
         try:
-            outer.set_result(pickle.loads(payload))
+            result = pickle.loads(payload)
         except Exception as exc:
-            outer.set_exception(exc)
+            outer.settle(exception=exc)
+        else:
+            outer.settle(result)
 
     def submit(self, fn, *args, **kwargs):
         """``fn(*args, **kwargs)`` in a worker, as ``Executor.submit`` (everything pickled)."""

@@ -95,6 +95,11 @@ class SynchronousMixin(object):
             self._bp_executor_kind = None
             self._bp_executor_instance = executor
 
+    def _bp_owns_process_pool(self):
+        """Whether the jobs run in the process pool of ``executor="processes"``."""
+        return (self._bp_executor_kind == "processes"
+                and type(self)._executor is SynchronousMixin._executor)
+
     # -- the hook a subclass may override ---------------------------------------------
 
     @property
@@ -160,11 +165,14 @@ class ExecutorRuntime(object):
             pool = self.owned_executor = ProcessorPool(self.processor, workers)
         return pool
 
-    def submit_to_pool(self, pool, argument):
+    def submit_to_pool(self, pool, argument, on_start=None):
         """Run a job in ``pool``, a `ProcessorCopies`; return a future of the loop."""
         future = self.new_future()
+        started = None
+        if on_start is not None:
+            started = functools.partial(self.notify_start, on_start)
         try:
-            executor_future = pool.submit_job(self.method_name, argument)
+            executor_future = pool.submit_job(self.method_name, argument, started)
         except Exception as exc:  # unpicklable, shut down: this job fails, not the run
             future.set_exception(exc)
             return future
@@ -198,9 +206,7 @@ class ExecutorRuntime(object):
         """
         processor = self.processor
         if isinstance(executor, ProcessorCopies):
-            if on_start is not None:
-                self.loop.call_soon(on_start)
-            return self.submit_to_pool(executor, argument)
+            return self.submit_to_pool(executor, argument, on_start)
         call, head = _call_method, ()
         if on_start is not None:
             if executor is None or isinstance(executor, (ThreadPoolExecutor,

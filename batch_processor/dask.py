@@ -112,7 +112,9 @@ class ClusterCopy(ProcessorCopies, Executor):
         #: Set once the workers were told to drop their copies (or had none).
         self.dropped = threading.Event()
 
-    def submit_job(self, method_name, argument):
+    def submit_job(self, method_name, argument, started=None):
+        if started is not None:
+            started()  # the cluster queues jobs its own way: running, as far as we know
         with self.lock:
             if self.registered is None:
                 self.registered = self.register()

@@ -16,6 +16,7 @@ import numbers
 
 import attr
 
+from ._processes import default_workers
 from ._runtime import Runtime, library_callback
 from ._synchronous import ExecutorRuntime, SynchronousMixin
 from .compat import exception_of
@@ -259,6 +260,14 @@ class _ThreadRuntime(ExecutorRuntime, SeparateRuntime):
     method_name = "_run_one_job_synchronous"
     signals_start = True
 
+    def __init__(self, processor):
+        SeparateRuntime.__init__(self, processor)
+        if self.cap is not None and processor._bp_owns_process_pool():
+            # As many jobs again wait in the pool's own queue, so that a worker never
+            # idles while the loop hears of an end and submits the next job; the pool
+            # has max_parallel_jobs workers, so no more than that many run at once.
+            self.cap += processor._default_processes or default_workers()
+
     def attempt(self, descriptor, on_start=None):
         return self.submit(self.processor._executor, descriptor, on_start)
 
@@ -274,8 +283,10 @@ class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
         executor: ``None`` or ``"threads"`` (a thread pool the processor owns),
             ``"processes"`` (a process pool it owns, of ``max_parallel_jobs``
             workers, default the number of CPUs, each holding a copy of the processor
-            made when the worker started), or a ``concurrent.futures.Executor``
-            instance, used as it is and never pickled.
+            made when the worker started; as many jobs again wait in the pool's
+            queue, so that a worker takes its next job as soon as it ends one, and
+            ``job_timeout`` counts from when a worker takes it), or a
+            ``concurrent.futures.Executor`` instance, used as it is and never pickled.
 
     ``_executor`` is read once per job. By default it is one thread pool (with daemon
     threads) shared by the processor's jobs, with ``max_parallel_jobs`` workers when

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import pickle
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -41,6 +42,9 @@ class Where(SeparateBatchProcessorSynchronous):
                 os._exit(3)
         if descriptor == "block":  # a job that never ends by itself: only a kill ends it
             threading.Event().wait()
+        if isinstance(descriptor, tuple) and descriptor[0] == "wait for":
+            while not os.path.exists(descriptor[1]):  # the test creates it when it wants
+                time.sleep(0.01)
         return descriptor, os.getpid(), self.tag
 
 
@@ -157,11 +161,42 @@ def test_a_matching_retry_runs_the_jobs_of_a_broken_pool_again(tmp_path):
     assert multiprocessing.active_children() == []
 
 
+def test_jobs_beyond_the_workers_wait_in_the_pool_and_start_as_workers_free_up(tmp_path):
+    from batch_processor._processes import ProcessorPool
+    pool = ProcessorPool(Where(), workers=1)
+    started = []
+    go = str(tmp_path / "go")
+    try:
+        first = pool.submit_job("_run_one_job_synchronous", ("wait for", go),
+                                lambda: started.append("first"))
+        second = pool.submit_job("_run_one_job_synchronous", 2, lambda: started.append("second"))
+        assert started == ["first"]  # the only worker is busy: the second job waits
+        open(go, "w").close()
+        assert first.result(60)[0] == ("wait for", go)
+        assert started == ["first", "second"]  # it started when the first one ended
+        assert second.result(60)[0] == 2
+    finally:
+        pool.shutdown()
+
+
+def test_as_many_jobs_again_wait_in_an_owned_pool_and_never_in_other_executors():
+    assert Where(max_parallel_jobs=3, executor="processes")._bp_runtime().cap == 6
+    assert Where(max_parallel_jobs=3, executor="threads")._bp_runtime().cap == 3
+    pool = ThreadPoolExecutor(1)
+    try:
+        assert Where(max_parallel_jobs=3, executor=pool)._bp_runtime().cap == 3
+    finally:
+        pool.shutdown()
+
+
 @py3_only
 def test_a_run_timeout_kills_the_workers():
+    # Four jobs for two workers: two run, and two wait in the pool's queue (one of
+    # them beyond what its call queue takes) when the kill terminates the pool.
     processor = Where(max_parallel_jobs=2, executor="processes")
-    with pytest.raises(RunTimeoutError):
-        run_batch_processor(processor, ["block", "block"], timeout=1.0)
+    with pytest.raises(RunTimeoutError) as raised:
+        run_batch_processor(processor, ["block"] * 4, timeout=1.0)
+    assert [h.future.cancelled() for h in raised.value.results] == [True] * 4
     assert multiprocessing.active_children() == []
 
 
