@@ -36,8 +36,11 @@ from .interface import describe, safe_repr, safe_str
 try:
     from concurrent.futures.process import BrokenProcessPool
 except ImportError:  # Python 2.7's backport
-    class BrokenProcessPool(RuntimeError):
+    class BrokenProcessPool(RuntimeError):  # type: ignore[no-redef]
         """Stands in for the standard library's error where the backport has none."""
+
+if False:  # type checkers only
+    from typing import Any, Dict  # noqa: F401
 
 __all__ = ["BrokenProcessPool", "ProcessorCopies", "ProcessorPool", "shutdown_all"]
 
@@ -47,7 +50,7 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 #: In a worker process: token -> the processor it runs jobs for. In the parent on 2.7:
 #: the processors whose pools are about to fork their workers.
-_PROCESSORS = {}
+_PROCESSORS = {}  # type: Dict[int, Any]
 
 
 def _init_worker(token, processor_bytes):
@@ -93,7 +96,7 @@ def _run_job(token, method_name, descriptor_bytes):
 # -- the parent side -----------------------------------------------------------------
 
 _tokens = itertools.count(1)
-_live = weakref.WeakSet() if hasattr(weakref, "WeakSet") else None
+_live = weakref.WeakSet() if hasattr(weakref, "WeakSet") else None  # type: Any
 _live_lock = threading.Lock()
 
 

@@ -337,5 +337,5 @@ class SeparateFunctionSynchronous(SeparateBatchProcessorSynchronous):
         return self.fn(job_descriptor)
 
 
-SeparateBatchProcessor._bp_function_class = SeparateFunction
-SeparateBatchProcessorSynchronous._bp_function_class = SeparateFunctionSynchronous
+SeparateBatchProcessor._bp_function_class = SeparateFunction  # type: ignore[attr-defined]
+SeparateBatchProcessorSynchronous._bp_function_class = SeparateFunctionSynchronous  # type: ignore[attr-defined]

@@ -301,11 +301,11 @@ class SequentialBatchProcessor(_SequentialBase):
             with `JobTimeoutError`.
         retry: a `RetryPolicy` for failed batch attempts (``None``: one attempt).
             Every handle of the batch gets the last attempt's outcome.
+        name: what messages, logs, progress and pictures call the processor
+            (``None``: its class name).
 
     An item of the returned list that is a `Failure` fails its descriptor's handle
     with ``Failure.exception``; the other items succeed.
-        name: what messages, logs, progress and pictures call the processor
-            (``None``: its class name).
     """
 
     _runtime_class = _CoroutineRuntime
@@ -380,5 +380,5 @@ class SequentialFunctionSynchronous(SequentialBatchProcessorSynchronous):
         return self.fn(job_descriptors)
 
 
-SequentialBatchProcessor._bp_function_class = SequentialFunction
-SequentialBatchProcessorSynchronous._bp_function_class = SequentialFunctionSynchronous
+SequentialBatchProcessor._bp_function_class = SequentialFunction  # type: ignore[attr-defined]
+SequentialBatchProcessorSynchronous._bp_function_class = SequentialFunctionSynchronous  # type: ignore[attr-defined]

@@ -189,7 +189,7 @@ class UnsafeThreadPoolExecutor(Executor):
             thread_name_prefix: prefix of the threads' names, which end in ``_<k>``.
             initializer: called as ``initializer(*initargs)`` in each worker thread
                 before its first job. If it raises, the pool is broken: the queued
-                jobs and every later ``submit`` fail with `BrokenThreadPool`.
+                jobs and every later ``submit`` fail with ``BrokenThreadPool``.
             initargs: the initializer's arguments.
 
         Raises:
