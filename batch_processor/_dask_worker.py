@@ -5,21 +5,23 @@ run's first job), so that ``batch_processor.dask`` imports everywhere.
 """
 from __future__ import absolute_import, division, print_function
 
-import pickle
-
 from distributed import get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.protocol.pickle import dumps, loads
 
 from ._synchronous import _call_method
 
-__all__ = ["ProcessorPlugin", "run_on_copy"]
+__all__ = ["ProcessorPlugin", "dumps", "run_on_copy"]
 
 
 class ProcessorPlugin(WorkerPlugin):
     """Carries a pickled processor to every worker, those that join later included.
 
     Each worker unpickles it once, when the plugin is set up there, and keeps it
-    (as ``worker.plugins[name].processor``) until the plugin is unregistered.
+    (as ``worker.plugins[name].processor``) until the plugin is unregistered. It is
+    pickled as Dask pickles a task (cloudpickle where pickle cannot: classes of a
+    script's ``__main__``, lambdas). The threads of a worker share its copy, as the
+    threads of a thread pool share the processor.
     """
 
     def __init__(self, processor_bytes):
@@ -34,7 +36,7 @@ class ProcessorPlugin(WorkerPlugin):
         self.processor = None
 
     def setup(self, worker):
-        self.processor = pickle.loads(self.processor_bytes)
+        self.processor = loads(self.processor_bytes)
 
     def teardown(self, worker):
         self.processor = None

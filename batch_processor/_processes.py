@@ -164,13 +164,19 @@ class _JobFuture(Future):
     be cancelled.
     """
 
-    def __init__(self, inner):
+    def __init__(self, inner, pool=None):
         Future.__init__(self)
         self._inner = inner
+        self._pool = pool  # the `ProcessorPool` that counts it as in flight, until it ends
+        self.counted = pool is not None
 
     def cancel(self):
         inner = self._inner
         if inner.running() or inner.done():
+            if not inner.done() and self._pool is not None:
+                # Abandoned where it runs (a job_timeout, a kill): it no longer holds
+                # back the start of the jobs queued behind it, whose timers must run.
+                self._pool.job_left(self)
             return self.cancelled()
         return self.drop()
 
@@ -246,13 +252,16 @@ class ProcessorPool(ProcessorCopies):
                 raise RuntimeError("%s: its process pool was shut down (the processor was "
                                    "stopped or killed); make a new processor to run more jobs"
                                    % describe(self.processor))
+            stale = None
             if self.pool is not None and (self.broken or getattr(self.pool, "_broken", False)):
-                _terminate(self.pool)
-                self.pool = None
+                stale, self.pool = self.pool, None
             if self.pool is None:
                 self.pool = self.new_pool()
                 self.broken = False
-            return self.pool
+            pool = self.pool
+        if stale is not None:  # outside the lock: its manager thread's callbacks take it
+            _terminate(stale)
+        return pool
 
     def new_pool(self):
         processor = self.processor
@@ -286,7 +295,7 @@ class ProcessorPool(ProcessorCopies):
         except BrokenProcessPool:
             self.broken = True
             inner = self.submit_inner(self.current_pool(), method_name, descriptor_bytes)
-        outer = _JobFuture(inner)
+        outer = _JobFuture(inner, self)
         with self.lock:
             self.in_flight += 1
             waits = self.in_flight > self.workers
@@ -311,12 +320,19 @@ class ProcessorPool(ProcessorCopies):
                     _swap_sigint(previous)
         return pool.submit(_run_job, self.token, method_name, descriptor_bytes)
 
-    def job_done(self, outer, inner, pool, descriptor):
-        with self.lock:  # a worker is free: the oldest waiting job starts there
+    def job_left(self, outer):
+        """``outer`` ended or was abandoned: the oldest waiting job counts as started."""
+        with self.lock:
+            if not outer.counted:
+                return
+            outer.counted = False
             self.in_flight -= 1
             started = self.waiting.popleft() if self.waiting else None
         if started is not None:
             started()
+
+    def job_done(self, outer, inner, pool, descriptor):
+        self.job_left(outer)  # a worker is free: the oldest waiting job starts there
         if inner.cancelled():  # by the pool itself (shut down with cancel_futures)
             outer.drop()
             return

@@ -27,7 +27,6 @@ abandoned there, as a thread job is. Needs the ``[dask]`` extra (Python 3).
 from __future__ import absolute_import, division, print_function
 
 import functools
-import pickle
 import threading
 import uuid
 from concurrent.futures import Executor, Future
@@ -113,62 +112,75 @@ class ClusterCopy(ProcessorCopies, Executor):
         self.dropped = threading.Event()
 
     def submit_job(self, method_name, argument, started=None):
-        if started is not None:
-            started()  # the cluster queues jobs its own way: running, as far as we know
         with self.lock:
             if self.registered is None:
                 self.registered = self.register()
             registered = self.registered
             self.in_flight += 1
-        if registered.done():
-            future = self.submit_registered(registered, method_name, argument)
-        else:
-            future = _Chained()
-            registered.add_done_callback(functools.partial(
-                self.chain, future, method_name, argument))
+        try:
+            if registered.done():
+                future = self.submit_registered(registered, method_name, argument, started)
+            else:
+                future = _Chained()
+                registered.add_done_callback(functools.partial(
+                    self.chain, future, method_name, argument, started))
+        except BaseException:
+            self.job_ended(None)
+            raise
         future.add_done_callback(self.job_ended)
         return future
 
     def register(self):
-        """Pickle the processor here, register it in a thread; a Future of that."""
+        """Pickle the processor here, register it in a thread; a Future of that.
+
+        The Future's result is ``None``, or the ``(type, message)`` of the error each
+        job then fails with (a fresh exception per job).
+        """
         registered = Future()
+        from ._dask_worker import ProcessorPlugin, dumps
         try:
-            processor_bytes = pickle.dumps(self.processor, pickle.HIGHEST_PROTOCOL)
+            processor_bytes = dumps(self.processor)
         except Exception as exc:
-            registered.set_exception(TypeError(
+            registered.set_result((TypeError, (
                 "%s cannot be pickled to the cluster's workers (%s); keep unpicklable "
                 "attributes (locks, open files) out of it, or list them in the class "
-                "attribute _bp_not_pickled" % (describe(self.processor), safe_str(exc))))
+                "attribute _bp_not_pickled" % (describe(self.processor), safe_str(exc)))))
             return registered
 
         def register():
+            failure = None
             try:
-                from ._dask_worker import ProcessorPlugin
-                self.client.register_plugin(ProcessorPlugin(processor_bytes), name=self.name)
+                plugin = ProcessorPlugin(processor_bytes)
+                register_plugin = getattr(self.client, "register_plugin", None)
+                if register_plugin is None:  # distributed before 2023.9 (Python 3.8)
+                    self.client.register_worker_plugin(plugin, name=self.name)
+                else:
+                    register_plugin(plugin, name=self.name)
             except BaseException as exc:
-                registered.set_exception(RuntimeError(
-                    "%s: its copy could not be sent to the cluster's workers: %s"
-                    % (describe(self.processor), safe_str(exc))))
-            else:
-                registered.set_result(None)
+                failure = (RuntimeError, "%s: its copy could not be sent to the cluster's "
+                           "workers: %s" % (describe(self.processor), safe_str(exc)))
+            registered.set_result(failure)
         _start_daemon(register, "batch_processor: register %s" % self.name)
         return registered
 
-    def submit_registered(self, registered, method_name, argument):
-        exc = registered.exception()
-        if exc is not None:
-            raise exc  # this job fails with it (the runtime fails its handle)
+    def submit_registered(self, registered, method_name, argument, started):
+        failure = registered.result()
+        if failure is not None:
+            raise failure[0](failure[1])  # this job fails with it (its handle does)
         from ._dask_worker import run_on_copy
-        return self.executor.submit(run_on_copy, self.name, method_name, argument)
+        future = self.executor.submit(run_on_copy, self.name, method_name, argument)
+        if started is not None:
+            started()  # the cluster queues jobs its own way: running, as far as we know
+        return future
 
-    def chain(self, future, method_name, argument, registered):
+    def chain(self, future, method_name, argument, started, registered):
         # In the registering thread: the job goes to the cluster now, unless cancelled.
         if future.cancelled():
             return
         try:
-            inner = self.submit_registered(registered, method_name, argument)
+            inner = self.submit_registered(registered, method_name, argument, started)
         except BaseException as exc:
-            future.set_exception(exc)
+            future.fail(exc)
             return
         future.follow(inner)
 
@@ -178,28 +190,34 @@ class ClusterCopy(ProcessorCopies, Executor):
         self.maybe_unregister()
 
     def release(self):
-        """The run is over: drop the workers' copies once the last job ended."""
+        """The run is over: the workers drop their copies once its last job ended.
+
+        When no job is left, this waits (10 s at most) for the scheduler to hear it,
+        so that a client closed right after the run leaves no copy behind.
+        """
         self.released = True
-        self.maybe_unregister()
+        thread = self.maybe_unregister()
+        if thread is not None:
+            thread.join(10)
 
     def maybe_unregister(self):
+        """Unregister the plugin in a thread if the run is over; return that thread."""
         with self.lock:
             if not self.released or self.in_flight or self.unregistered \
                     or self.registered is None:
-                return
+                return None
             self.unregistered = True
         registered = self.registered
 
-        def unregister(_):
+        def unregister():
             try:
-                if registered.exception() is None:
+                if registered.result() is None:
                     self.client.unregister_worker_plugin(self.name)
             except Exception:  # the client or the cluster is gone: so are the copies
                 pass
             finally:
                 self.dropped.set()
-        _start_daemon(lambda: registered.add_done_callback(unregister),
-                      "batch_processor: unregister %s" % self.name)
+        return _start_daemon(unregister, "batch_processor: unregister %s" % self.name)
 
     def submit(self, fn, *args, **kwargs):
         return self.executor.submit(fn, *args, **kwargs)
@@ -247,11 +265,18 @@ class _Chained(Future):
                 return Future.cancel(self)
         return inner.cancel() and self.cancelled()
 
+    def fail(self, exc):
+        """Fail it, unless it was cancelled meanwhile."""
+        with self.chain_lock:
+            if not self.done():
+                self.set_exception(exc)
+
 
 def _start_daemon(target, name):
     thread = threading.Thread(target=target, name=name)
     thread.daemon = True
     thread.start()
+    return thread
 
 
 def local_client(n_workers=2, threads_per_worker=1, **kwargs):

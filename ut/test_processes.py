@@ -6,7 +6,6 @@ import multiprocessing
 import os
 import pickle
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -43,8 +42,8 @@ class Where(SeparateBatchProcessorSynchronous):
         if descriptor == "block":  # a job that never ends by itself: only a kill ends it
             threading.Event().wait()
         if isinstance(descriptor, tuple) and descriptor[0] == "wait for":
-            while not os.path.exists(descriptor[1]):  # the test creates it when it wants
-                time.sleep(0.01)
+            with open(descriptor[1]) as fifo:  # until the test opens it and closes it
+                fifo.read()
         return descriptor, os.getpid(), self.tag
 
 
@@ -161,22 +160,41 @@ def test_a_matching_retry_runs_the_jobs_of_a_broken_pool_again(tmp_path):
     assert multiprocessing.active_children() == []
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX FIFOs")
 def test_jobs_beyond_the_workers_wait_in_the_pool_and_start_as_workers_free_up(tmp_path):
     from batch_processor._processes import ProcessorPool
     pool = ProcessorPool(Where(), workers=1)
     started = []
     go = str(tmp_path / "go")
+    os.mkfifo(go)
     try:
         first = pool.submit_job("_run_one_job_synchronous", ("wait for", go),
                                 lambda: started.append("first"))
         second = pool.submit_job("_run_one_job_synchronous", 2, lambda: started.append("second"))
         assert started == ["first"]  # the only worker is busy: the second job waits
-        open(go, "w").close()
+        with open(go, "w"):
+            pass  # the first job reads to the end of the FIFO, and returns
         assert first.result(60)[0] == ("wait for", go)
         assert started == ["first", "second"]  # it started when the first one ended
         assert second.result(60)[0] == 2
     finally:
         pool.shutdown()
+
+
+@py3_only
+def test_a_job_queued_behind_a_hung_one_still_times_out_and_the_run_ends():
+    from batch_processor import JobTimeoutError
+    processor = Where(max_parallel_jobs=1, executor="processes", job_timeout=1)
+    try:
+        handles = run_batch_processor(processor, ["block", 2, 3])
+    finally:
+        processor.kill()  # terminates the worker the hung job holds
+    found = outcomes(handles)
+    assert len(handles) == 3
+    assert isinstance(found["block"].exception(), JobTimeoutError)
+    for value in (2, 3):  # the only worker never frees up: they time out waiting for it
+        assert isinstance(found[value].exception(), JobTimeoutError)
+    assert multiprocessing.active_children() == []
 
 
 def test_as_many_jobs_again_wait_in_an_owned_pool_and_never_in_other_executors():
