@@ -417,10 +417,22 @@ def _terminate(pool):
         # The manager thread sees the dead workers and cleans up; shutting down before
         # it is done closes its queue under it (3.7 and 3.8 then raise in that thread).
         thread.join(5)
+    if compat.PY2:
+        # The backport's manager thread never learns that workers died: it ends only
+        # when shut down with no job pending. Fail the pending jobs (their workers are
+        # gone), so that it ends now and is not left reading a queue at exit.
+        pending = getattr(pool, "_pending_work_items", None) or {}
+        for work_id in list(pending):
+            item = pending.pop(work_id, None)
+            if item is not None and not item.future.done():
+                item.future.set_exception(BrokenProcessPool(
+                    "the process pool was terminated with this job in it"))
     try:
         pool.shutdown(wait=False)
     except Exception:  # pragma: no cover - a broken pool
         pass
+    if thread is not None and compat.PY2:
+        thread.join(5)
     if compat.PY2:
         # The backport's manager thread waits for the dead workers for ever, and the
         # interpreter joins it at exit: let exit forget it (it is a daemon thread).
