@@ -164,16 +164,16 @@ class _JobFuture(Future):
     be cancelled.
     """
 
-    def __init__(self, inner, pool=None):
+    def __init__(self, inner, pool):
         Future.__init__(self)
         self._inner = inner
         self._pool = pool  # the `ProcessorPool` that counts it as in flight, until it ends
-        self.counted = pool is not None
+        self.counted = True
 
     def cancel(self):
         inner = self._inner
         if inner.running() or inner.done():
-            if not inner.done() and self._pool is not None:
+            if not inner.done():
                 # Abandoned where it runs (a job_timeout, a kill): it no longer holds
                 # back the start of the jobs queued behind it, whose timers must run.
                 self._pool.job_left(self)
@@ -413,32 +413,43 @@ def _terminate(pool):
                 process.join(5)
         except Exception:  # pragma: no cover
             pass
-    if thread is not None and not compat.PY2:
+    if compat.PY2:
+        _end_backport_pool(pool, thread)
+        return
+    if thread is not None:
         # The manager thread sees the dead workers and cleans up; shutting down before
         # it is done closes its queue under it (3.7 and 3.8 then raise in that thread).
         thread.join(5)
-    if compat.PY2:
-        # The backport's manager thread never learns that workers died: it ends only
-        # when shut down with no job pending. Fail the pending jobs (their workers are
-        # gone), so that it ends now and is not left reading a queue at exit.
-        pending = getattr(pool, "_pending_work_items", None) or {}
-        for work_id in list(pending):
-            item = pending.pop(work_id, None)
-            if item is not None and not item.future.done():
-                item.future.set_exception(BrokenProcessPool(
-                    "the process pool was terminated with this job in it"))
+    _shutdown_now(pool)
+
+
+def _end_backport_pool(pool, thread):
+    """2.7: end a pool whose workers were terminated.
+
+    The backport's manager thread never learns that workers died: it waits for their
+    results, and a thread left reading the result queue at exit fails there with a
+    traceback. The pending jobs fail (their workers are gone) and the pool is shut
+    down, which wakes the thread with no job pending; it then waits, silently, to hand
+    its sentinels to the dead workers. The interpreter would join it at exit: exit
+    forgets it (it is a daemon thread).
+    """
+    pending = getattr(pool, "_pending_work_items", None) or {}
+    for work_id in list(pending):
+        item = pending.pop(work_id, None)
+        if item is not None and not item.future.done():
+            item.future.set_exception(BrokenProcessPool(
+                "the process pool was terminated with this job in it"))
+    _shutdown_now(pool)
+    if thread is not None:
+        from concurrent.futures import process as backport
+        getattr(backport, "_threads_queues", {}).pop(thread, None)
+
+
+def _shutdown_now(pool):
     try:
         pool.shutdown(wait=False)
     except Exception:  # pragma: no cover - a broken pool
         pass
-    if thread is not None and compat.PY2:
-        thread.join(5)
-    if compat.PY2:
-        # The backport's manager thread waits for the dead workers for ever, and the
-        # interpreter joins it at exit: let exit forget it (it is a daemon thread).
-        from concurrent.futures import process as backport
-        if thread is not None:
-            getattr(backport, "_threads_queues", {}).pop(thread, None)
 
 
 def shutdown_all():

@@ -181,7 +181,6 @@ def test_jobs_beyond_the_workers_wait_in_the_pool_and_start_as_workers_free_up(t
         pool.shutdown()
 
 
-@py3_only
 def test_a_job_queued_behind_a_hung_one_still_times_out_and_the_run_ends():
     from batch_processor import JobTimeoutError
     processor = Where(max_parallel_jobs=1, executor="processes", job_timeout=1)
@@ -207,7 +206,6 @@ def test_as_many_jobs_again_wait_in_an_owned_pool_and_never_in_other_executors()
         pool.shutdown()
 
 
-@py3_only
 def test_a_run_timeout_kills_the_workers():
     # Four jobs for two workers: two run, and two wait in the pool's queue (one of
     # them beyond what its call queue takes) when the kill terminates the pool.
