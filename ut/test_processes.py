@@ -92,7 +92,9 @@ def test_jobs_run_in_worker_processes_that_get_the_processor_once():
         # kept across runs; workers see the processor as it was when they started
         processor.tag = "second"
         again = [h.future.result() for h in run_batch_processor(processor, [1, 2, 3])]
-        assert set(r[1] for r in again) <= pids
+        # The same two workers at most (a pool starts them as it needs them): a new
+        # pool would bring new ones.
+        assert len(pids | set(r[1] for r in again)) <= 2
         assert set(r[2] for r in again) == {"first"}
         assert len(PICKLES) <= 2
     finally:
