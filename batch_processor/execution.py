@@ -13,7 +13,6 @@ on the caller's loop.
 from __future__ import absolute_import, division, print_function
 
 import collections
-import itertools
 import gc
 import logging
 import numbers
@@ -175,7 +174,7 @@ class _Run(object):
 
     def __init__(self, graph, initial_descriptors, loop, timeout=None, keep_results=None,
                  progress=False, max_in_flight=None, sink=None, checkpoint=None,
-                 checkpoint_interval=1.0, trace=None):
+                 checkpoint_interval=0.1, trace=None):
         if not isinstance(graph, BatchProcessorsGraph):
             raise TypeError("expected a BatchProcessorsGraph, got %s" % safe_repr(graph))
         self.loop = loop
@@ -222,8 +221,7 @@ class _Run(object):
         if checkpoint is not None:
             ordered = [nodes[id(processor)] for processor in processors]
             try:
-                restored, pending = self._open_checkpoint(
-                    checkpoint, checkpoint_interval, graph, ordered)
+                feeds = self._open_checkpoint(checkpoint, checkpoint_interval, graph, ordered, feeds)
             except BaseException:
                 self._close()
                 raise
@@ -231,7 +229,6 @@ class _Run(object):
                 self._close()
                 self.future.set_result(self.results)
                 return
-            feeds = self._resumed_feeds(feeds, restored, pending, ordered)
         if progress:
             from .progress import RunProgress
             self.progress = RunProgress(processors)
@@ -268,12 +265,14 @@ class _Run(object):
 
     # -- checkpoints ----------------------------------------------------------------
 
-    def _open_checkpoint(self, path, interval, graph, ordered):
-        """Open the run's checkpoint; return what an earlier run recorded in it."""
+    def _open_checkpoint(self, path, interval, graph, ordered, feeds):
+        """Open the run's checkpoint, restore what an earlier run recorded in it and
+        return the feeds of this run (`_resumed_feeds`)."""
         from .checkpoint import Recorder
         self.recorder = recorder = Recorder(path, graph, ordered, interval, self.loop)
         try:
             restored, pending = recorder.load()
+            feeds = self._resumed_feeds(feeds, pending, ordered)
         except BaseException:
             recorder.close(write=False)
             raise
@@ -288,11 +287,12 @@ class _Run(object):
             logger.warning("checkpoint=%r: resuming a run that stopped; %d handles recorded, "
                            "%d jobs to run again", recorder.path,
                            sum(len(h) for h in restored.values()), len(pending))
-        return restored, pending
+        return feeds
 
-    def _resumed_feeds(self, feeds, restored, pending, ordered):
-        """The feeds of a resumed run: its jobs in flight again, then untaken initial items."""
-        taken = self.recorder.taken
+    def _resumed_feeds(self, feeds, pending, ordered):
+        """The feeds of a resumed run: its jobs in flight again, then untaken initial items
+        (the recorder checks that the items taken are those the recorded run took)."""
+        skip_taken = self.recorder.skip_taken
         again = collections.OrderedDict()
         for index, key, descriptor in pending:
             keys, descriptors = again.setdefault(index, ([], []))
@@ -301,10 +301,9 @@ class _Run(object):
         resumed = [(ordered[index], descriptors, False, keys)
                    for index, (keys, descriptors) in again.items()]
         for node, descriptors, source, keys in feeds:
-            skip = taken[ordered.index(node)]
-            resumed.append((node, descriptors[skip:], source, keys))
+            resumed.append((node, skip_taken(ordered.index(node), descriptors), source, keys))
         for entry in self._sources:  # lazy sources: skip what the first run took
-            entry[1] = itertools.islice(entry[1], taken[ordered.index(entry[0])], None)
+            entry[1] = skip_taken(ordered.index(entry[0]), entry[1])
         return resumed
 
     # -- wiring ---------------------------------------------------------------------
@@ -391,6 +390,7 @@ class _Run(object):
             self.progress.done(node.processor, handles)
         if self.recorder is not None:
             self.recorder.collected(node, handles)
+            self.recorder.converted(node)  # refused handles go to no converter
         if node.kept is not None:
             self._deliver(node, handles)
 
@@ -465,6 +465,8 @@ class _Run(object):
                         descriptors = convert(converter, handles, node, destination)
                         if descriptors:
                             self._feed(destination, descriptors)
+                    if self.recorder is not None:  # recorded with what they were made into
+                        self.recorder.converted(node)
                 if node.port.in_flight:
                     busy.add(node)  # also fed by someone else (a converter, a job)
                 else:
@@ -745,7 +747,7 @@ def _run_async(graph, initial_descriptors, holder=None, **options):
 
 def run_batch_processors_graph_async(graph, initial_descriptors, timeout=None,
                                      keep_results=None, progress=False, max_in_flight=None,
-                                     checkpoint=None, checkpoint_interval=1.0, trace=None):
+                                     checkpoint=None, checkpoint_interval=0.1, trace=None):
     # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[int], Optional[str], float, Optional[str]) -> Any
     """The awaitable form of `run_batch_processors_graph`, for a running loop."""
     return _run_async(graph, initial_descriptors, timeout=timeout, keep_results=keep_results,
@@ -774,7 +776,7 @@ def _run_one_async(batch_processor, descriptors, holder=None, **options):
 
 def run_batch_processor_async(batch_processor, descriptors, timeout=None, keep_results=None,
                               progress=False, max_in_flight=None, checkpoint=None,
-                              checkpoint_interval=1.0, trace=None):
+                              checkpoint_interval=0.1, trace=None):
     # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[int], Optional[str], float, Optional[str]) -> Any
     """The awaitable form of `run_batch_processor`, for a running loop."""
     return _run_one_async(batch_processor, descriptors, timeout=timeout,
@@ -886,7 +888,7 @@ def _whole(results):
 
 def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_results=None,
                                progress=False, loop_factory=None, max_in_flight=None,
-                               checkpoint=None, checkpoint_interval=1.0, trace=None):
+                               checkpoint=None, checkpoint_interval=0.1, trace=None):
     # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float, Optional[str]) -> Results
     """Run ``graph`` until nothing is left to do; return ``{processor: [handles]}``.
 
@@ -930,7 +932,7 @@ def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_re
 
 def run_batch_processor(batch_processor, descriptors, timeout=None, keep_results=None,
                         progress=False, loop_factory=None, max_in_flight=None, checkpoint=None,
-                        checkpoint_interval=1.0, trace=None):
+                        checkpoint_interval=0.1, trace=None):
     # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float, Optional[str]) -> Handles
     """Run one processor over ``descriptors``; return a list with one handle per descriptor.
 
@@ -944,7 +946,7 @@ def run_batch_processor(batch_processor, descriptors, timeout=None, keep_results
 
 def run_batch_processor_single(batch_processor, descriptor, timeout=None, keep_results=None,
                                progress=False, loop_factory=None, max_in_flight=None,
-                               checkpoint=None, checkpoint_interval=1.0, trace=None):
+                               checkpoint=None, checkpoint_interval=0.1, trace=None):
     # type: (AbstractBatchProcessor, Any, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float, Optional[str]) -> Optional[BatchProcessorResultHandle]
     """Run one processor over one descriptor; return its handle (legacy convenience).
 

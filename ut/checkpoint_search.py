@@ -64,8 +64,8 @@ def main():
     path = sys.argv[1]
     kill_in_record = int(os.environ.get("KILL_IN_RECORD", "0"))
     if kill_in_record:
-        from batch_processor import checkpoint
-        original = checkpoint._Transaction.__exit__
+        from batch_processor import _sqlite_store
+        original = _sqlite_store._Transaction.__exit__
         count = [0]
 
         def exit_and_maybe_die(self, *exc_info):
@@ -73,7 +73,7 @@ def main():
             if count[0] == kill_in_record:
                 _die()  # inside the transaction: the record is half written
             return original(self, *exc_info)
-        checkpoint._Transaction.__exit__ = exit_and_maybe_die
+        _sqlite_store._Transaction.__exit__ = exit_and_maybe_die
     proposer, trainer, board = Proposer(), Trainer(max_parallel_jobs=3), Leaderboard()
     graph = BatchProcessorsGraph()
     graph.add_connected_processors(proposer, trainer, lambda *hs: [
