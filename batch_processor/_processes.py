@@ -19,6 +19,7 @@ from __future__ import absolute_import, division, print_function
 
 import atexit
 import collections
+import errno
 import itertools
 import multiprocessing
 import os
@@ -51,15 +52,76 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 #: In a worker process: token -> the processor it runs jobs for. In the parent on 2.7:
 #: the processors whose pools are about to fork their workers.
 _PROCESSORS = {}  # type: Dict[int, Any]
+_FORKED_WORKERS_AT_IMPORT = compat.PY2  # see _FORKED_WORKERS
 
 
-def _init_worker(token, processor_bytes):
+def _init_worker(token, processor_bytes, program=None):
     """A worker process starts: unpickle the processor once, for all its jobs.
 
     Ctrl-C is left to the main process, which stops the run and ends the workers.
+    ``program``: the pid of the program that owns the pool, watched (`_watch_parent`).
     """
     _ignore_interrupts()
+    _watch_parent(program)
     _PROCESSORS[token] = pickle.loads(processor_bytes)
+
+
+#: Seconds between two looks of a worker at its parent: a worker whose parent died
+#: (SIGKILL: nothing shut the pool down) ends within this, plus the OS's reparenting.
+_ORPHAN_CHECK = 0.5
+_watching = []
+
+
+def _watch_parent(program=None):
+    """Start, once per worker process, a daemon thread that ends the process when the
+    program that owns its pool dies without ending it (SIGKILL). 2.7's workers are
+    forked by the program: their parent pid changes when it dies. 3.x's are forked by
+    the forkserver, which lives as long as they do (they hold its "alive" pipe): they
+    watch the program's pid, given to the initializer. Once the workers have ended, the
+    forkserver and the resource tracker see their pipes close and end too."""
+    if _watching:
+        return
+    thread = threading.Thread(target=_orphan_watchdog, args=(os.getppid(), program),
+                              name="batch_processor orphan watchdog")
+    thread.daemon = True
+    thread.start()
+    _watching.append(thread)
+
+
+def _orphan_watchdog(parent, program):
+    import time
+    while os.getppid() == parent and (program is None or _alive(program)):
+        time.sleep(_ORPHAN_CHECK)
+    os._exit(1)  # the job running, if any, is abandoned: its program is gone
+
+
+def _alive(pid):
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as stream:
+            return stream.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (IOError, OSError, IndexError):
+        return True  # no /proc: kill() said it exists
+
+
+def _after_fork_27(_):
+    """2.7: a worker forked by a processor's pool watches its parent too."""
+    if _PROCESSORS:
+        _watch_parent()
+
+
+class _ForkHook(object):
+    """Kept alive by this module: ``register_after_fork`` holds its key weakly."""
+
+
+_fork_hook = _ForkHook()
+if _FORKED_WORKERS_AT_IMPORT:
+    from multiprocessing import util as _mp_util
+    _mp_util.register_after_fork(_fork_hook, _after_fork_27)
 
 
 def _ignore_interrupts():
@@ -275,7 +337,8 @@ class ProcessorPool(ProcessorCopies):
         context = _context()
         if context is None:
             return ProcessPoolExecutor(self.workers)  # 2.7: workers forked at the first job
-        return _new_executor(self.workers, context, _init_worker, (self.token, processor_bytes))
+        return _new_executor(self.workers, context, _init_worker,
+                             (self.token, processor_bytes, os.getpid()))
 
     # -- jobs -----------------------------------------------------------------------
 
