@@ -330,6 +330,7 @@ class Recorder(object):
         self.latest = {}  # node index -> state pickled when its last batch ended
         self.states = {}  # node index -> that state, once the batch's handles are collected
         self.state_digests = {}  # node index -> digest of the state last recorded
+        self.restoring = {}  # node index -> state loaded, to restore (`restore`)
         self.unwritten = []  # records that could not be written yet, oldest first
         self.warned_write = False
         self.write_error = None
@@ -374,8 +375,7 @@ class Recorder(object):
         self.finished = meta.get("finished") == "1"
         try:
             restored = self._read(stored)
-        except (pickle.UnpicklingError, AttributeError, ImportError, EOFError, TypeError,
-                ValueError, IndexError, KeyError) as exc:
+        except Exception as exc:  # a damaged blob can raise about anything
             raise CheckpointError("checkpoint=%r cannot be read back (%s); delete the file or use "
                                   "another path" % (self.path, safe_str(exc)))
         if not self.finished:
@@ -415,17 +415,22 @@ class Recorder(object):
         self.recorded_fingerprints = dict(stored.fingerprints)
         for node, blob in stored.states.items():
             if node < len(self.nodes):
-                processor = self.nodes[node].processor
-                state = _loads(blob)
+                self.restoring[node] = _loads(blob)
                 self.state_digests[node] = hashlib.sha1(blob).digest()
-                setstate = getattr(processor, "__setstate__", None)
-                if setstate is not None:
-                    setstate(state)
-                else:
-                    processor.__dict__.update(state)
         kept = dict((i, restored) for i, restored in handles.items()
                     if i < len(self.nodes) and self.nodes[i].kept is not None)
         return kept, pending
+
+    def restore(self):
+        """Give the processors their recorded states (once the run is known to resume)."""
+        restoring, self.restoring = self.restoring, {}
+        for node, state in sorted(restoring.items()):
+            processor = self.nodes[node].processor
+            setstate = getattr(processor, "__setstate__", None)
+            if setstate is not None:
+                setstate(state)
+            else:
+                processor.__dict__.update(state)
 
     def _value(self, node, descriptor, kind, blob):
         if blob is None:

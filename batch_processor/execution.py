@@ -273,6 +273,7 @@ class _Run(object):
         try:
             restored, pending = recorder.load()
             feeds = self._resumed_feeds(feeds, pending, ordered)
+            recorder.restore()
         except BaseException:
             recorder.close(write=False)
             raise

@@ -14,7 +14,7 @@ import pytest
 
 import helpers
 
-PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "orphan_program.py")
+PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoint_programs.py")
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads the process tree in /proc")
@@ -69,7 +69,7 @@ def kill_and_watch(tmpdir, count):
                                                        os.environ.get("PYTHONPATH", "")]))
     # stderr: the 3.x resource tracker says it cleans up the semaphores of the killed pool
     errors = open(str(tmpdir.join("stderr")), "w")
-    child = subprocess.Popen([sys.executable, PROGRAM, fifo, str(count)], env=env, stderr=errors)
+    child = subprocess.Popen([sys.executable, PROGRAM, "hang", fifo, str(count)], env=env, stderr=errors)
     try:
         workers = read_pids(reader, count)
         family = descendants(child.pid)
