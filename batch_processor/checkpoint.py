@@ -705,17 +705,25 @@ class Recorder(object):
             return _dumps(items)
 
     def _handles_blob(self, index, items):
+        """One pickle of the rows ``(key, descriptor, kind, value)``; a value whose type
+        is not a plain one (numbers, strings, None) is pickled on its own, as
+        ``(key, descriptor, kind, None, bytes)``, so that one value that does not
+        unpickle leaves the others readable."""
         rows = []
+        append = rows.append
+        plain = _PLAIN
         for key, handle in items:
             kind, value = _outcome_of(handle)
-            descriptor = handle.descriptor
+            if kind == _OK and type(value) in plain:
+                append((key, handle.descriptor, kind, value))
+                continue
             try:
                 blob = None if kind == _CANCELLED else _dumps(value)
                 if kind == _FAILED:  # exceptions may pickle and then fail to unpickle
                     pickle.loads(blob)
             except Exception as exc:
                 kind, blob = _FAILED, _dumps(self._unpicklable(index, handle, exc))
-            rows.append((key, descriptor, kind, None, blob))
+            append((key, handle.descriptor, kind, None, blob))
         try:
             return _dumps(rows)
         except Exception:  # a descriptor that cannot be pickled
@@ -768,6 +776,8 @@ def not_recorded(cls):
 
 
 _NOTHING = object()
+_PLAIN = frozenset([int, float, bool, type(None), bytes, six.text_type, str, complex]
+                   + list(six.integer_types))
 
 
 class _Unreadable(object):
