@@ -123,6 +123,9 @@ class SqliteStore(object):
             meta = dict(db.execute("SELECT key, value FROM meta"))
         except sqlite3.DatabaseError as exc:
             raise StoreRefused("its meta table is not this library's (%s)" % exc)
+        if not meta and names <= _OURS:
+            self.new = True  # ours, killed before its first record: nothing in it yet
+            return
         if "format" not in meta or "signature" not in meta or not names <= _OURS:
             raise StoreRefused("it is an SQLite database of another application (its tables: %s)"
                                % ", ".join(sorted(names)))

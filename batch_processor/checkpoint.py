@@ -306,7 +306,7 @@ class Recorder(object):
                 raise CheckpointError(
                     "checkpoint=%r is not a checkpoint of batch_processor: %s. It was left "
                     "unchanged; give the path of a checkpoint this library wrote, or of a new "
-                    "file" % (path, safe_str(exc)))
+                    "file" % (path, exc.args[0]))
             raise CheckpointError("checkpoint=%r cannot be opened (%s); give the path of a "
                                   "checkpoint this library wrote, or of a new file in a "
                                   "directory you may write to" % (path, safe_str(exc)))

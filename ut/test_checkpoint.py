@@ -3,7 +3,10 @@
 The crash campaign runs ``checkpoint_search.py`` (a seeded proposer, a trainer and a
 leaderboard in a cycle) in child processes that kill themselves with SIGKILL at a
 seeded job or in the middle of a record, or interrupt themselves with SIGINT, and
-relaunches them until one finishes: the result must be the uninterrupted run's.
+relaunches them until one finishes: the result must be the uninterrupted run's. The
+edges campaign mixes in converter errors, a second writer started while a run holds
+the checkpoint, other initial descriptors, records that fail to be written, and (with
+``executor="processes"``) workers orphaned by the kill, which must end by themselves.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -11,8 +14,11 @@ import json
 import logging
 import os
 import random
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -26,14 +32,34 @@ TRIALS = 6 * 8
 
 
 def launch(tmpdir, **env):
-    child_env = dict(os.environ)
-    child_env.update(JOBS_LOG=str(tmpdir.join("jobs.log")),
-                     PYTHONPATH=os.pathsep.join([helpers.REPO_ROOT, child_env.get("PYTHONPATH", "")]))
-    child_env.update((k, str(v)) for k, v in env.items())
-    child = subprocess.Popen([sys.executable, SCRIPT, str(tmpdir.join("run.sqlite"))],
-                             env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = start(tmpdir, **env)
     out, err = child.communicate()
     return child.returncode, out.decode(), err.decode()
+
+
+def start(tmpdir, **env):
+    child_env = dict(os.environ)
+    child_env.update(JOBS_LOG=str(tmpdir.join("jobs.log")),
+                     WORKERS_LOG=str(tmpdir.join("workers.log")),
+                     PYTHONPATH=os.pathsep.join([helpers.REPO_ROOT, child_env.get("PYTHONPATH", "")]))
+    child_env.update((k, str(v)) for k, v in env.items())
+    return subprocess.Popen([sys.executable, SCRIPT, str(tmpdir.join("run.sqlite"))],
+                            env=child_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def fingerprinted(tmpdir):
+    """Whether the checkpoint has recorded the initial descriptors it took."""
+    path = str(tmpdir.join("run.sqlite"))
+    if not os.path.exists(path):
+        return False
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT COUNT(*) FROM fingerprints").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+    finally:
+        db.close()
 
 
 def jobs_run(tmpdir):
@@ -80,6 +106,119 @@ def test_a_run_killed_again_and_again_resumes_to_the_same_result(tmpdir, referen
     # flight, or ended after the last record, at a kill) depends on timing.
     print("seed %d: %d launches, %d kills, %d jobs run twice"
           % (seed, launches, kills, len(ran) - TRIALS))
+
+
+def second_writer(tmpdir, rng):
+    """A run holds the checkpoint (its job waits); a second run on it must be refused,
+    naming the holder's pid; then the holder is killed. Returns the holder's output
+    when it finished before holding (nothing to hold any more), else None."""
+    holder = start(tmpdir, HOLD_AT_JOB=rng.randint(1, 6))
+    line = holder.stdout.readline()
+    if line != b"holding\n":  # it finished first: its output is the result
+        out, err = holder.communicate()
+        assert holder.returncode == 0, err
+        return (line + out).decode()
+    code, _, err = launch(tmpdir)
+    holder.kill()
+    holder.communicate()
+    assert code == 3 and "process %d on host" % holder.pid in err, err
+    return None
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (IOError, OSError):
+        return True
+
+
+def wait_for_workers_to_end(tmpdir):
+    """Every worker pid logged so far ends by itself (the program is gone); returns
+    the seconds the last one took."""
+    path = tmpdir.join("workers.log")
+    pids = set(int(line) for line in path.read().split()) if path.exists() else set()
+    began = time.time()
+    deadline = began + helpers.TIMEOUT  # a safety net, not the measure
+    while any(alive(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.05)  # polling the process table: there is nothing to wait on
+    left = [pid for pid in pids if alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "orphaned workers still alive: %s" % left
+    return time.time() - began
+
+
+def edges_campaign(tmpdir, reference, seed, actions, **always):
+    rng = random.Random(seed)
+    counts = dict.fromkeys(actions, 0)
+    out = None
+    launches = 0
+    for _ in range(80):
+        how = rng.choice(actions)
+        env = dict(always)
+        if how == "changed input" and not fingerprinted(tmpdir):
+            how = "job"
+        counts[how] += 1
+        if how == "second writer":
+            out = second_writer(tmpdir, rng)
+            if out is not None:
+                break
+            continue
+        if how == "changed input":
+            before = len(jobs_run(tmpdir))
+            code, _, err = launch(tmpdir, FIRST=1, **env)
+            assert code == 3 and "differ" in err and "proposer" in err, err
+            assert len(jobs_run(tmpdir)) == before  # refused before anything ran
+            continue
+        if how == "record":
+            env["KILL_IN_RECORD"] = rng.randint(1, 6)
+        elif how == "converter":
+            env["CONVERTER_FAIL_AT"] = rng.randint(1, 12)
+        elif how == "failing writes":
+            env["FAIL_RECORDS"] = "%d,%d" % (rng.randint(1, 4), rng.randint(2, 8))
+            if rng.random() < 0.5:
+                env["KILL_AT_JOB"] = rng.randint(1, 12)
+        else:
+            env["KILL_AT_JOB"] = rng.randint(1, 12)
+        if launches < 5 and "KILL_AT_JOB" not in env and how in ("record", "failing writes"):
+            env["KILL_AT_JOB"] = rng.randint(4, 12)  # the first launches never finish
+        launches += 1
+        code, out, err = launch(tmpdir, **env)
+        if always.get("EXECUTOR") == "processes" and code != 0:
+            wait_for_workers_to_end(tmpdir)
+        if code == 0:
+            break
+        if how == "converter":
+            assert "ConverterError" in err, err
+        elif code == 3:
+            assert "CheckpointError" in err and how == "failing writes", err
+        else:
+            assert "Traceback" not in err, err
+    else:
+        pytest.fail("the run did not finish in 80 launches")
+    assert json.loads(out) == reference
+    assert set(jobs_run(tmpdir)) == set("%d %d" % tuple(t) for t in reference["trials"])
+    print("seed %d: %s" % (seed, ", ".join("%d %s" % (n, a) for a, n in sorted(counts.items()))))
+    return counts
+
+
+EDGES = ["job", "record", "converter", "second writer", "changed input", "failing writes"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_run_through_every_edge_resumes_to_the_same_result(tmpdir, reference, seed):
+    edges_campaign(tmpdir, reference, seed, EDGES)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("seed", range(3))
+def test_a_run_whose_workers_are_orphaned_again_and_again_resumes(tmpdir, reference, seed):
+    edges_campaign(tmpdir, reference, 100 + seed, ["job", "converter"], EXECUTOR="processes")
 
 
 def test_a_finished_checkpoint_returns_its_result_and_runs_nothing(tmpdir, reference):

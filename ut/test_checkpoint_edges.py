@@ -479,3 +479,9 @@ def test_a_bad_interval_fails_before_anything_runs(tmpdir, bad):
     assert square.calls == 0
     assert not os.path.exists(str(tmpdir.join("run.sqlite")))
     assert results(run_batch_processor(square, [3])) == [9]  # not left claimed
+
+
+def test_a_checkpoint_killed_before_its_first_record_starts_anew(tmpdir):
+    path = str(tmpdir.join("run.sqlite"))
+    _sqlite_store.SqliteStore(path).close()  # its tables made, its meta not yet written
+    assert results(run_batch_processor(Square(), [1, 2], checkpoint=path)) == [1, 4]
