@@ -324,6 +324,7 @@ class Recorder(object):
         self.in_flight = [{} for _ in nodes]
         self.duplicates = {}  # (node index, id) -> [keys] of an object fed more than once
         self.unconverted = {}  # node index -> [(key, handle)] collected, not yet converted
+        self.converting = None  # while handles are unconverted: len(new_fed) before them
         self.ended_keys = []  # keys of jobs collected since the last record (not kept)
         self.new_handles = {}  # node index -> [(key, handle)]
         self.dirty = set()  # node indexes whose state is to be recorded
@@ -547,12 +548,16 @@ class Recorder(object):
         if self.duplicates:
             keys = self._deduplicated(index, handles, keys)
         self.unconverted.setdefault(index, []).extend(zip(keys, handles))
+        if self.converting is None:  # what is fed from now on comes from these handles
+            self.converting = len(self.new_fed)
 
     def converted(self, node):
         """The converters of ``node``'s collected handles were called, their descriptors
         fed: those handles, and the processor's state that made them, may be recorded."""
         index = self.index[id(node)]
         items = self.unconverted.pop(index, None)
+        if not self.unconverted:
+            self.converting = None
         if not items:
             return
         if node.kept is not None:
@@ -673,6 +678,12 @@ class Recorder(object):
         for node in self.nodes:
             if getattr(node.port, "on_end", None) is not None:
                 node.port.on_end = None
+        if self.converting is not None:
+            # The run ended inside a conversion (a converter raised): what the other
+            # converters of those handles made is not recorded either; on resume the
+            # handles' jobs run again, and every converter is called again.
+            del self.new_fed[self.converting:]
+            self.converting = None
         try:
             if write and not self.record(finished=finished):
                 raise CheckpointError(

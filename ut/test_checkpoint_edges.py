@@ -485,3 +485,23 @@ def test_a_checkpoint_killed_before_its_first_record_starts_anew(tmpdir):
     path = str(tmpdir.join("run.sqlite"))
     _sqlite_store.SqliteStore(path).close()  # its tables made, its meta not yet written
     assert results(run_batch_processor(Square(), [1, 2], checkpoint=path)) == [1, 4]
+
+
+def test_a_converter_error_on_one_edge_records_nothing_the_other_edges_made(tmpdir):
+    path = str(tmpdir.join("run.sqlite"))
+    broken = [True]
+
+    def run():
+        square, left, right = Square(), Sum(name="left"), Sum(name="right")
+        graph = BatchProcessorsGraph()
+        graph.add_connected_processors(square, left, squares_to_sum([False]))
+        graph.add_connected_processors(square, right, squares_to_sum(broken))
+        return square, left, right, run_batch_processors_graph(
+            graph, {square: [1, 2]}, checkpoint=path)
+
+    with pytest.raises(ConverterError):
+        run()
+    broken[0] = False
+    square, left, right, result = run()
+    assert left.total == 5 and right.total == 5  # never 10: nothing fed twice
+    assert results(result[left]) == [1, 4] and results(result[right]) == [1, 4]
