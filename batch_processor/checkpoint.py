@@ -339,6 +339,7 @@ class Recorder(object):
         self.loop = loop
         self.closed = False
         self.warned_state = set()
+        self.warned_large = set()
 
     # -- opening and resuming ----------------------------------------------------------
 
@@ -767,7 +768,7 @@ class Recorder(object):
             names = not_recorded(type(processor))
             if names and isinstance(state, dict):
                 state = dict((k, v) for k, v in state.items() if k not in names)
-            return _dumps(state)
+            blob = _dumps(state)
         except Exception as exc:
             index = self.index[id(node)]
             if index not in self.warned_state:
@@ -776,6 +777,15 @@ class Recorder(object):
                                "record it; list attributes that need not be recorded in "
                                "_bp_not_recorded", describe(processor), safe_str(exc))
             return None
+        if len(blob) > _LARGE_STATE and id(node) not in self.warned_large:
+            self.warned_large.add(id(node))
+            logger.warning(
+                "%s: its state pickles to %.0f MB, pickled again at every record in which it "
+                "produced handles (checkpoint_interval=%s s); list large read-only attributes "
+                "(%s) in the class attribute _bp_not_recorded: they still go to worker "
+                "processes but are not recorded", describe(processor), len(blob) / 2.0 ** 20,
+                self.interval, ", ".join(_largest(state)) or "?")
+        return blob
 
 
 def not_recorded(cls):
@@ -787,6 +797,20 @@ def not_recorded(cls):
 
 
 _NOTHING = object()
+_LARGE_STATE = 10 * 2 ** 20  # bytes of a pickled state that make a WARNING
+
+
+def _largest(state, count=3):
+    """The names of the largest attributes of ``state`` (a dict), largest first."""
+    if not isinstance(state, dict):
+        return []
+    sizes = []
+    for name, value in state.items():
+        try:
+            sizes.append((len(pickle.dumps(value, _PROTOCOL)), name))
+        except Exception:
+            continue
+    return [str(name) for _, name in sorted(sizes, reverse=True)[:count]]
 _PLAIN = frozenset([int, float, bool, type(None), bytes, six.text_type, str, complex]
                    + list(six.integer_types))
 

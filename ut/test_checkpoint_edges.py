@@ -505,3 +505,20 @@ def test_a_converter_error_on_one_edge_records_nothing_the_other_edges_made(tmpd
     square, left, right, result = run()
     assert left.total == 5 and right.total == 5  # never 10: nothing fed twice
     assert results(result[left]) == [1, 4] and results(result[right]) == [1, 4]
+
+
+def test_a_large_state_gets_one_warning_naming_its_largest_attribute(tmpdir, caplog):
+    path = str(tmpdir.join("run.sqlite"))
+
+    class Big(SeparateBatchProcessorSynchronous):
+        def __init__(self):
+            super(Big, self).__init__(max_parallel_jobs=1)
+            self.dataset = b"x" * (11 * 2 ** 20)
+
+        def _run_one_job_synchronous(self, job_descriptor):
+            return job_descriptor
+
+    with caplog.at_level(logging.WARNING, logger="batch_processor"):
+        run_batch_processor(Big(), [1, 2, 3], checkpoint=path)
+    warnings = [r.getMessage() for r in caplog.records if "_bp_not_recorded" in r.getMessage()]
+    assert len(warnings) == 1 and "dataset" in warnings[0] and "Big" in warnings[0]
