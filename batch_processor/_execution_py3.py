@@ -7,7 +7,7 @@ the iterator (``aclose()``, or dropping it) kills every processor.
 
 from . import compat
 from ._streaming import start_stream, stream_error
-from .execution import _single_graph
+from ._graph import _single_graph
 
 __all__ = ["iter_batch_processor_async", "iter_batch_processors_graph_async"]
 

@@ -1,6 +1,6 @@
 """Streaming runners: a run's handles one by one, as soon as they are collected.
 
-`iter_batch_processors_graph` makes a run (`execution._Run`) whose sink is a
+`iter_batch_processors_graph` makes a run (`_run._Run`) whose sink is a
 `_Channel`: instead of keeping the handles in the result lists, the run puts them
 in the channel's queue, and the iterator hands them out. ``next()`` drives the
 run's loop in the caller's thread until the queue has something or the run is
@@ -17,8 +17,8 @@ import collections
 from . import compat
 from ._interrupt import InterruptibleRun
 from .compat import asyncio
-from .execution import (
-    _Run, _cancel_leftovers, _check_no_running_loop, _relaxed_gc, _single_graph)
+from ._graph import _single_graph
+from ._run import _Run, _cancel_leftovers, _check_no_running_loop, _relaxed_gc
 from .interface import BatchProcessorError
 
 __all__ = ["iter_batch_processor", "iter_batch_processors_graph"]
