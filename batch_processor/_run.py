@@ -11,22 +11,23 @@ runners) both build on this module, which imports neither.
 from __future__ import absolute_import, division, print_function
 
 import collections
-import itertools
+import functools
 import gc
 import logging
-import numbers
 import threading
 
 import six
 
 from . import compat
 from ._graph import BatchProcessorsGraph
+from ._observers import dispatcher, observers_for
+from ._options import RunOptions
 from ._runtime import Observers, attach
 from .compat import asyncio
 from .interface import (
     AbstractBatchProcessor, BatchProcessorError, ConverterError, GraphError, Handle,
     ProcessorState, ProcessorStateError, RunTimeoutError,
-    SourceError, as_descriptor_list, check_seconds, describe, processor_labels, safe_repr, safe_str)
+    SourceError, as_descriptor_list, describe, processor_labels, safe_repr, safe_str)
 
 if False:  # type checkers only: typing is not in Python 2's standard library
     from typing import Dict  # noqa: F401
@@ -71,31 +72,35 @@ class _Node(object):
 class _Run(object):
     """One run of a graph on ``loop``; ``future`` gets the result dict.
 
-    Two extension points:
+    ``options`` is the run's `RunOptions`. The run does its own work (feed,
+    collect, convert, end) and tells its observers (``_observers``: a checkpoint,
+    the progress display, a trace) what happened; each event is held as ``None``
+    (nobody listens: it costs nothing) or the one function to call. Extension points:
 
     * ``sink``: ``None`` keeps the handles of the kept processors in the result
       lists. A callable ``sink(processor, handles)`` gets them instead, as soon as
       they are collected (the result lists then stay empty): the streaming runners
       consume handles this way.
-    * ``max_in_flight``: ``None`` reads the initial iterables whole at the start. An
-      integer ``n`` keeps them as iterators (``_sources``) and reads them lazily,
-      round-robin, while fewer than ``n`` jobs are in flight (``in_flight``: fed and
-      not yet collected); see `_refill`.
+    * ``options.max_in_flight``: ``None`` reads the initial iterables whole at the
+      start. An integer ``n`` keeps them as iterators (``_sources``) and reads them
+      lazily, round-robin, while fewer than ``n`` jobs are in flight (``in_flight``:
+      fed and not yet collected); see `_refill`.
     """
 
-    def __init__(self, graph, initial_descriptors, loop, timeout=None, keep_results=None,
-                 progress=False, max_in_flight=None, sink=None, checkpoint=None,
-                 checkpoint_interval=1.0, trace=None):
+    def __init__(self, graph, initial_descriptors, loop, options=None, sink=None):
         if not isinstance(graph, BatchProcessorsGraph):
             raise TypeError("expected a BatchProcessorsGraph, got %s" % safe_repr(graph))
+        if options is None:
+            options = RunOptions()
         self.loop = loop
-        self.trace = None
-        self.timeout = _check_timeout(timeout)
-        self.max_in_flight = _check_max_in_flight(max_in_flight)
+        self.graph = graph
+        self.options = options
+        self.timeout = options.timeout
+        self.max_in_flight = options.max_in_flight
         self.sink = sink
         self.in_flight = 0  # jobs fed by this run and not yet collected
-        processors = graph.processors
-        kept_ids = _kept_ids(graph, keep_results)
+        self.processors = processors = graph.processors
+        kept_ids = _kept_ids(graph, options.keep_results)
         self.results = collections.OrderedDict()
         nodes = {}
         for processor in processors:
@@ -106,58 +111,48 @@ class _Run(object):
         for source, destination, converter in graph.edges:
             nodes[id(source)].out.append((nodes[id(destination)], converter))
         self.nodes = nodes
-        feeds = _initial_feeds(graph, initial_descriptors, nodes, lazy=self.max_in_flight is not None)
+        self.ordered = [nodes[id(processor)] for processor in processors]
+        feeds = self._initial_feeds(graph, initial_descriptors)
         self._sources = collections.deque()  # [node, iterator] still to read, lazily
         if self.max_in_flight is not None:
             order = dict((id(processor), i) for i, processor in enumerate(processors))
             feeds.sort(key=lambda feed: order[id(feed[0].processor)])  # the graph's order
             self._sources.extend([node, iterator] for node, iterator, _, _ in feeds)
             feeds = []
-        self.progress = None
         self.future = compat.new_future(loop)
         self._dirty = collections.deque()
         self._busy = set()
         self._scheduled = False
         self._timer = None
-        self.recorder = None
-        self._observer = None
-        if trace is not None:
-            from .trace import TraceWriter
-            self.trace = TraceWriter(trace, processors)
+        self._closed = False
+        self._listen(observers_for(options))
         try:
             self._claim()
+            for observer in self.observers:
+                feeds = observer.prepare(self, feeds)
+                if feeds is None:  # nothing left to do: the result is delivered already
+                    self._close()
+                    self.future.set_result(self.results)
+                    return
         except BaseException:
             self._close()
             raise
-        if checkpoint is not None:
-            ordered = [nodes[id(processor)] for processor in processors]
-            try:
-                restored, pending = self._open_checkpoint(
-                    checkpoint, checkpoint_interval, graph, ordered)
-            except BaseException:
-                self._close()
-                raise
-            if self.recorder.finished:
-                self._close()
-                self.future.set_result(self.results)
-                return
-            feeds = self._resumed_feeds(feeds, restored, pending, ordered)
-        if progress:
-            from .progress import RunProgress
-            self.progress = RunProgress(processors)
-        self._observer = self._make_observer()
+        attempts = [observer.attempt_observer() for observer in self.observers]
+        attempts = [observer for observer in attempts if observer is not None]
+        attempt_observer = attempts[0] if len(attempts) == 1 else (
+            Observers(attempts) if attempts else None)
+        attached = self._on_attached
         try:
-            for node in six.itervalues(nodes):
-                node.port = attach(node.processor, loop)
-                if self._observer is not None and node.port.observe(self._observer):
-                    if self.progress is not None:
-                        self.progress.observed(node.processor)
+            for node in self.ordered:
+                node.port = port = attach(node.processor, loop)
+                if attempt_observer is not None:
+                    observing = port.observe(attempt_observer)
+                    if attached is not None:
+                        attached(node, observing)
                 node.mark = self._marker(node)
-                node.port.listen(node.mark)
-                watch = getattr(node.port, "watch_faults", None)
-                if watch is not None:
-                    watch(self.library_bug)
-                if node.port.in_flight:
+                port.listen(node.mark, functools.partial(self._busy.add, node))
+                port.watch_faults(self.library_bug)
+                if port.in_flight:
                     self._busy.add(node)
         except BaseException:
             self._close()
@@ -169,53 +164,36 @@ class _Run(object):
             self.kill_all()
             self._close()
             raise
-        if self.recorder is not None:
-            self.recorder.start()
+        if self._on_started is not None:
+            self._on_started()
         if self.timeout is not None:
             self._timer = loop.call_later(self.timeout, self._on_timeout)
         self.future.add_done_callback(self._on_future_done)
         self._schedule()
 
-    # -- checkpoints ----------------------------------------------------------------
+    # -- observers ------------------------------------------------------------------
 
-    def _open_checkpoint(self, path, interval, graph, ordered):
-        """Open the run's checkpoint; return what an earlier run recorded in it."""
-        from .checkpoint import Recorder
-        self.recorder = recorder = Recorder(path, graph, ordered, interval, self.loop)
-        try:
-            restored, pending = recorder.load()
-        except BaseException:
-            recorder.close(write=False)
-            raise
-        for index, handles in sorted(restored.items()):
-            ordered[index].kept.extend(handles)
-        if recorder.finished:
-            recorder.close(write=False)
-            logger.warning("checkpoint=%r is of a finished run: its recorded result is returned "
-                           "and nothing runs; delete the file (or use another path) to run "
-                           "the graph again", recorder.path)
-        elif recorder.resumed:
-            logger.warning("checkpoint=%r: resuming a run that stopped; %d handles recorded, "
-                           "%d jobs to run again", recorder.path,
-                           sum(len(h) for h in restored.values()), len(pending))
-        return restored, pending
+    _EVENTS = ("attached", "fed", "started", "collected", "converting", "converter_called",
+               "converted", "finishing", "before_kill", "closed")
 
-    def _resumed_feeds(self, feeds, restored, pending, ordered):
-        """The feeds of a resumed run: its jobs in flight again, then untaken initial items."""
-        taken = self.recorder.taken
-        again = collections.OrderedDict()
-        for index, key, descriptor in pending:
-            keys, descriptors = again.setdefault(index, ([], []))
-            keys.append(key)
-            descriptors.append(descriptor)
-        resumed = [(ordered[index], descriptors, False, keys)
-                   for index, (keys, descriptors) in again.items()]
-        for node, descriptors, source, keys in feeds:
-            skip = taken[ordered.index(node)]
-            resumed.append((node, descriptors[skip:], source, keys))
-        for entry in self._sources:  # lazy sources: skip what the first run took
-            entry[1] = itertools.islice(entry[1], taken[ordered.index(entry[0])], None)
-        return resumed
+    def _listen(self, observers):
+        """Hold, for each event, ``None`` or the function that tells ``observers``."""
+        self.observers = observers
+        for event in self._EVENTS:
+            setattr(self, "_on_" + event, dispatcher(observers, event))
+        self._observes_converters = (
+            self._on_converting is not None or self._on_converter_called is not None)
+
+    def deliver(self, node, handles):
+        """Hand ``handles`` of ``node`` (kept) to the result, as if collected now (a
+        checkpoint's recorded handles)."""
+        if node.kept is not None and handles:
+            self._deliver(node, handles)
+
+    def lazy_sources(self):
+        """The lazy initial iterables still to read: ``[node, iterator]`` entries, in
+        reading order (an observer may replace the iterator)."""
+        return list(self._sources)
 
     # -- wiring ---------------------------------------------------------------------
 
@@ -236,24 +214,11 @@ class _Run(object):
             for node in six.itervalues(self.nodes):
                 if _claimed.get(id(node.processor)) is self:
                     del _claimed[id(node.processor)]
-                if node.port is not None:
-                    node.port.release(node.mark)
-                    if self._observer is not None:
-                        node.port.observe(None)
-                    unwatch = getattr(node.port, "watch_faults", None)
-                    if unwatch is not None:
-                        unwatch(None)
-
-    def _make_observer(self):
-        """What watches the processors' attempts: the trace, the progress, both or nothing."""
-        observers = []
-        if self.trace is not None:
-            observers.append(self.trace)
-        if self.progress is not None:
-            observers.append(self.progress.observer())
-        if len(observers) > 1:
-            return Observers(observers)
-        return observers[0] if observers else None
+                port = node.port
+                if port is not None:
+                    port.release(node.mark)
+                    port.observe(None)
+                    port.watch_faults(None)
 
     def _marker(self, node):
         dirty = self._dirty
@@ -272,37 +237,77 @@ class _Run(object):
 
     # -- the work -------------------------------------------------------------------
 
+    def _initial_feeds(self, graph, initial_descriptors):
+        """``(node, descriptors, True, None)`` per initial iterable: a list read whole, or
+        (``max_in_flight``) an iterator read later. `SourceError` if reading one raises."""
+        if initial_descriptors is None:
+            initial_descriptors = {}
+        if not hasattr(initial_descriptors, "items"):
+            raise TypeError(
+                "initial_descriptors must map processors of the graph to iterables of "
+                "descriptors, got %s" % safe_repr(initial_descriptors))
+        lazy = self.max_in_flight is not None
+        feeds = []
+        for processor, descriptors in initial_descriptors.items():
+            if processor not in graph:
+                raise GraphError(
+                    "initial_descriptors names %s, which is not in the graph; add it with "
+                    "graph.add_processor() first" % (
+                        describe(processor) if isinstance(processor, AbstractBatchProcessor)
+                        else safe_repr(processor),))
+            if processor.state in _REFUSING:
+                raise ProcessorStateError(
+                    "%s is %s and accepts no new jobs; give initial descriptors to processors "
+                    "that are neither stopped nor killed"
+                    % (describe(processor), processor.state.value))
+            node = self.nodes[id(processor)]
+            if isinstance(descriptors, list):
+                descriptors = list(descriptors)  # a copy: the caller may change theirs
+                feeds.append((node, iter(descriptors) if lazy else descriptors, True, None))
+                continue
+            try:
+                iterator = _lazy_iterator(descriptors, processor)
+                if not lazy:
+                    iterator = list(iterator)
+            except TypeError as exc:
+                if getattr(exc, "_bp_not_iterable", False):
+                    raise
+                raise self._source_error(node, exc)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # the user's iterable raised: nothing has run
+                raise self._source_error(node, exc)
+            feeds.append((node, iterator, True, None))
+        return feeds
+
     def _feed(self, node, descriptors, source=False, keys=None):
         if not descriptors:
             return
-        if self.recorder is not None:
-            self.recorder.fed(node, descriptors, source, keys)
+        if self._on_fed is not None:
+            self._on_fed(node, descriptors, source, keys)
         try:
             node.port.feed(descriptors)
         except ProcessorStateError:
             self._refuse(node, descriptors)
             return
         self.in_flight += len(descriptors)
-        if self.progress is not None:
-            self.progress.fed(node.processor, len(descriptors))
         self._busy.add(node)
 
     def _refuse(self, node, descriptors):
         """Descriptors for a stopped or killed processor come back cancelled."""
         logger.warning("%s is %s: %d descriptors for it are returned cancelled",
-                       describe(node.processor), node.processor.state.value, len(descriptors))
+                       describe(node.processor), node.port.state.value, len(descriptors))
         handles = []
         for descriptor in descriptors:
             future = compat.new_future(self.loop)
             future.cancel()
             handles.append(Handle(descriptor, future))
-        if self.progress is not None:
-            self.progress.fed(node.processor, len(handles))
-            self.progress.done(node.processor, handles)
-        if self.recorder is not None:
-            self.recorder.collected(node, handles)
+        if self._on_collected is not None:
+            self._on_collected(node, handles)
         if node.kept is not None:
             self._deliver(node, handles)
+        if self._on_converted is not None:
+            self._on_converted(node, handles, [])
 
     def _deliver(self, node, handles):
         """Hand the collected ``handles`` of a kept processor to the result or the sink."""
@@ -326,15 +331,15 @@ class _Run(object):
                 except StopIteration:
                     sources.popleft()
                     continue
-                except Exception as exc:  # the user's iterable: the run stops
-                    sources.clear()
-                    failure = (entry[0], exc)
-                    break
-                except BaseException:  # KeyboardInterrupt raised while reading
+                except (KeyboardInterrupt, SystemExit):  # raised while reading
                     sources.clear()
                     self.kill_all()
                     self._close()
                     raise
+                except BaseException as exc:  # the user's iterable (GeneratorExit too): the run stops
+                    sources.clear()
+                    failure = (entry[0], exc)
+                    break
                 sources.rotate(-1)
                 node = entry[0]
                 batch = batches.get(id(node))
@@ -356,7 +361,7 @@ class _Run(object):
             "Make the iterable for %s end without raising (catch errors inside the "
             "generator), or give a list" % (
                 describe(node.processor), safe_str(exc), describe(node.processor)),
-            processor=node.processor, original=exc)
+            processor=node.processor, original=exc, results=self.results)
         error.__cause__ = exc
         return error
 
@@ -365,16 +370,26 @@ class _Run(object):
         if self.future.done():
             return
         dirty, busy = self._dirty, self._busy
-        convert = self._convert if self.trace is None else self._convert_traced
+        convert = self._convert_observed if self._observes_converters else self._convert
+        converted = self._on_converted
         try:
             while dirty:
                 node = dirty.popleft()
                 handles = self._collect(node)
                 if handles:
-                    for destination, converter in node.out:
-                        descriptors = convert(converter, handles, node, destination)
-                        if descriptors:
-                            self._feed(destination, descriptors)
+                    if converted is None:
+                        for destination, converter in node.out:
+                            descriptors = convert(converter, handles, node, destination)
+                            if descriptors:
+                                self._feed(destination, descriptors)
+                    else:
+                        outputs = []
+                        for destination, converter in node.out:
+                            descriptors = convert(converter, handles, node, destination)
+                            if descriptors:
+                                self._feed(destination, descriptors)
+                            outputs.append((destination, descriptors))
+                        converted(node, handles, outputs)
                 if node.port.in_flight:
                     busy.add(node)  # also fed by someone else (a converter, a job)
                 else:
@@ -420,28 +435,28 @@ class _Run(object):
         """Take the ready handles of ``node``'s processor, keep and count them; return them."""
         handles = node.port.take_ready()
         if handles:
-            if self.recorder is not None:
-                self.recorder.collected(node, handles)
+            if self._on_collected is not None:
+                self._on_collected(node, handles)
             self.in_flight -= len(handles)
             if self.in_flight < 0:  # jobs fed by hand before the run started
                 self.in_flight = 0
             if node.kept is not None:
                 self._deliver(node, handles)
-            if self.progress is not None:
-                self.progress.done(node.processor, handles)
         return handles
 
-    def _convert_traced(self, converter, handles, source, destination):
-        trace = self.trace
-        started = trace.now()
+    def _convert_observed(self, converter, handles, source, destination):
+        if self._on_converting is not None:
+            self._on_converting(converter, source.processor, destination.processor, handles)
         try:
             descriptors = self._convert(converter, handles, source, destination)
         except _ConverterFailure as failure:
-            trace.converter_call(converter, started, source.processor, destination.processor,
-                                 len(handles), 0, failure.error.original)
+            if self._on_converter_called is not None:
+                self._on_converter_called(converter, source.processor, destination.processor,
+                                          handles, None, failure.error.original)
             raise
-        trace.converter_call(converter, started, source.processor, destination.processor,
-                             len(handles), len(descriptors))
+        if self._on_converter_called is not None:
+            self._on_converter_called(converter, source.processor, destination.processor,
+                                      handles, descriptors, None)
         return descriptors
 
     def _convert(self, converter, handles, source, destination):
@@ -476,32 +491,19 @@ class _Run(object):
     # -- the end --------------------------------------------------------------------
 
     def _finish(self):
-        recorder = self.recorder
-        if recorder is not None:
+        if self._on_finishing is not None:
             try:
-                recorder.close(finished=True)
-            except Exception as exc:
-                from .checkpoint import CheckpointError
-                error = CheckpointError(
-                    "the run ended but its last record could not be written to checkpoint=%r "
-                    "(%s); the results are in .results, and running again resumes from the "
-                    "record before" % (recorder.path, safe_str(exc)))
-                error.__cause__ = exc
+                self._on_finishing()
+            except BatchProcessorError as error:  # the checkpoint's last record failed
                 self._abort(error)
                 return
         self._close()
         self.future.set_result(self.results)
 
-    def _record_before_kill(self):
-        """Write what the run has done before it kills everything (kills are not recorded)."""
-        recorder = self.recorder
-        if recorder is not None:
-            try:
-                recorder.close(finished=False)
-            except Exception:
-                logger.warning("the last record of checkpoint=%r could not be written; running "
-                               "again resumes from the record before", recorder.path,
-                               exc_info=True)
+    def _before_kill(self):
+        """Tell the observers the run is stopped, before it kills every processor."""
+        if self._on_before_kill is not None and not self._closed:
+            self._on_before_kill()
 
     def _on_timeout(self):
         self._timer = None
@@ -518,7 +520,7 @@ class _Run(object):
 
     def _abort(self, error):
         """Kill everything, collect what is ready and end the run with ``error``."""
-        self._record_before_kill()
+        self._before_kill()
         self.kill_all()
         error.results = self.results
         self._close()
@@ -528,9 +530,13 @@ class _Run(object):
     def kill_all(self):
         """Kill every processor and collect all their handles, without converting them."""
         for node in six.itervalues(self.nodes):
-            node.processor.kill()
+            if node.port is not None:
+                node.port.kill()
+            else:  # pragma: no cover - killed before it was attached
+                node.processor.kill()
         for node in six.itervalues(self.nodes):
-            self._collect(node)
+            if node.port is not None:
+                self._collect(node)
         self._dirty.clear()
         self._busy.clear()
         self._sources.clear()
@@ -540,39 +546,39 @@ class _Run(object):
         processor, release them all, and cancel ``future``."""
         if self.future.done():
             return
+        self._before_kill()
         self.kill_all()
         self._close()
         self.future.cancel()
 
     def _on_future_done(self, future):
         if future.cancelled():  # the caller cancelled the run
-            self._record_before_kill()
+            self._before_kill()
             self.kill_all()
             self._close()
 
     def _close(self):
-        if self.recorder is not None:
-            self.recorder.close(write=False)
+        """Release the processors and tell the observers the run is over (once)."""
+        if self._closed:
+            return
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._release()
-        if self.progress is not None:
-            self.progress.close()
-            self.progress = None
-        if self.trace is not None:
-            trace, self.trace = self.trace, None
-            trace.close()
+        try:
+            self._release()
+        finally:
+            closed = self._on_closed
+            self._listen([])  # nothing is told after `closed`
+            if closed is not None:
+                closed()
+
 
 
 class _ConverterFailure(Exception):
     def __init__(self, error):
         Exception.__init__(self, error)
         self.error = error
-
-
-def _check_timeout(timeout):
-    return check_seconds(None, "timeout", timeout)
 
 
 def _kept_ids(graph, keep_results):
@@ -590,52 +596,20 @@ def _kept_ids(graph, keep_results):
     return kept
 
 
-def _check_max_in_flight(max_in_flight):
-    if max_in_flight is not None and (
-            not isinstance(max_in_flight, numbers.Integral) or isinstance(max_in_flight, bool)
-            or max_in_flight < 1):
-        raise ValueError(
-            "max_in_flight=%s: give None (read the initial descriptors whole at the start) "
-            "or an int >= 1 (jobs in flight at most while they are read)"
-            % safe_repr(max_in_flight))
-    return max_in_flight
-
-
 def _lazy_iterator(descriptors, processor):
-    """``iter(descriptors)``, with `as_descriptor_list`'s errors for what is not iterable."""
-    if isinstance(descriptors, (six.string_types, bytes)):
-        as_descriptor_list(descriptors, processor)  # raises its TypeError
+    """``iter(descriptors)``, with `as_descriptor_list`'s errors for what is not iterable
+    (marked ``_bp_not_iterable``: a mistake of the caller, not of the iterable)."""
+    if not isinstance(descriptors, (six.string_types, bytes)):
+        try:
+            return iter(descriptors)
+        except TypeError:
+            pass
     try:
-        return iter(descriptors)
-    except TypeError:
-        return as_descriptor_list(descriptors, processor)  # raises its TypeError
-
-
-def _initial_feeds(graph, initial_descriptors, nodes, lazy=False):
-    if initial_descriptors is None:
-        initial_descriptors = {}
-    if not hasattr(initial_descriptors, "items"):
-        raise TypeError(
-            "initial_descriptors must map processors of the graph to iterables of "
-            "descriptors, got %s" % safe_repr(initial_descriptors))
-    feeds = []
-    for processor, descriptors in initial_descriptors.items():
-        if processor not in graph:
-            raise GraphError(
-                "initial_descriptors names %s, which is not in the graph; add it with "
-                "graph.add_processor() first" % (
-                    describe(processor) if isinstance(processor, AbstractBatchProcessor)
-                    else safe_repr(processor),))
-        if processor.state in _REFUSING:
-            raise ProcessorStateError(
-                "%s is %s and accepts no new jobs; give initial descriptors to processors "
-                "that are neither stopped nor killed" % (describe(processor), processor.state.value))
-        if lazy:
-            feeds.append((nodes[id(processor)], _lazy_iterator(descriptors, processor), True, None))
-        else:
-            feeds.append((nodes[id(processor)], as_descriptor_list(descriptors, processor), True, None))
-    return feeds
-
+        as_descriptor_list(descriptors, processor)
+    except TypeError as exc:
+        exc._bp_not_iterable = True
+        raise
+    raise TypeError("%s is not an iterable of descriptors" % safe_repr(descriptors))  # pragma: no cover
 
 # -- helpers of the synchronous runners ----------------------------------------
 
@@ -682,10 +656,11 @@ _relaxed_gc = _RelaxedGC()
 
 def _check_no_running_loop(name):
     if compat.running_loop() is not None:
+        form = "run_batch_processor" if name == "run_batch_processor_single" else name
         raise RuntimeError(
             "%s() cannot run inside a running event loop; use %s_async() there "
             "(`await %s_async(...)`, or `yield From(%s_async(...))` with trollius)"
-            % (name, name, name, name))
+            % (name, form, form, form))
 
 
 def _cancel_leftovers(loop):

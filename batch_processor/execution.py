@@ -15,6 +15,7 @@ import operator
 from . import compat
 from ._graph import BatchProcessorsGraph, _single_graph
 from ._interrupt import InterruptibleRun
+from ._options import CHECKPOINT_INTERVAL, RunOptions
 from ._run import (  # noqa: F401 - _Run, _claimed: tests and tools reach them here
     _Run, _cancel_leftovers, _check_no_running_loop, _claimed, _relaxed_gc)
 from ._streaming import iter_batch_processor, iter_batch_processors_graph
@@ -43,10 +44,14 @@ if False:  # type checkers only: typing is not in Python 2's standard library
 
 
 # -- runners --------------------------------------------------------------------------
+#
+# Every runner takes the same keywords (`_options.RUN_OPTIONS`; ``loop_factory`` only
+# where the runner makes the loop) and checks them all at once, when called, through
+# `RunOptions`, before anything runs.
 
 @coroutine
-def _run_async(graph, initial_descriptors, holder=None, **options):
-    run = _Run(graph, initial_descriptors, compat.current_loop(), **options)
+def _run_async(graph, initial_descriptors, options, holder=None):
+    run = _Run(graph, initial_descriptors, compat.current_loop(), options)
     if holder is not None:  # the synchronous runner reads the partial result on Ctrl-C
         holder.append(run)
     try:
@@ -60,19 +65,20 @@ def _run_async(graph, initial_descriptors, holder=None, **options):
 
 def run_batch_processors_graph_async(graph, initial_descriptors, timeout=None,
                                      keep_results=None, progress=False, max_in_flight=None,
-                                     checkpoint=None, checkpoint_interval=1.0, trace=None):
+                                     checkpoint=None, checkpoint_interval=CHECKPOINT_INTERVAL,
+                                     trace=None):
     # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[int], Optional[str], float, Optional[str]) -> Any
     """The awaitable form of `run_batch_processors_graph`, for a running loop."""
-    return _run_async(graph, initial_descriptors, timeout=timeout, keep_results=keep_results,
-                      progress=progress, max_in_flight=max_in_flight, checkpoint=checkpoint,
-                      checkpoint_interval=checkpoint_interval, trace=trace)
+    options = RunOptions(timeout, keep_results, progress, None, max_in_flight, checkpoint,
+                         checkpoint_interval, trace, runner="run_batch_processors_graph_async")
+    return _run_async(graph, initial_descriptors, options)
 
 
 @coroutine
-def _run_one_async(batch_processor, descriptors, holder=None, **options):
+def _run_one_async(batch_processor, descriptors, options, holder=None):
     try:
         results = yield From(_run_async(_single_graph(batch_processor), {batch_processor: descriptors},
-                                        holder, **options))
+                                        options, holder))
     except BatchProcessorError as exc:
         partial = getattr(exc, "results", None)
         if isinstance(partial, dict) and batch_processor in partial:
@@ -83,13 +89,12 @@ def _run_one_async(batch_processor, descriptors, holder=None, **options):
 
 def run_batch_processor_async(batch_processor, descriptors, timeout=None, keep_results=None,
                               progress=False, max_in_flight=None, checkpoint=None,
-                              checkpoint_interval=1.0, trace=None):
+                              checkpoint_interval=CHECKPOINT_INTERVAL, trace=None):
     # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[int], Optional[str], float, Optional[str]) -> Any
     """The awaitable form of `run_batch_processor`, for a running loop."""
-    return _run_one_async(batch_processor, descriptors, timeout=timeout,
-                          keep_results=keep_results, progress=progress,
-                          max_in_flight=max_in_flight, checkpoint=checkpoint,
-                          checkpoint_interval=checkpoint_interval, trace=trace)
+    options = RunOptions(timeout, keep_results, progress, None, max_in_flight, checkpoint,
+                         checkpoint_interval, trace, runner="run_batch_processor_async")
+    return _run_one_async(batch_processor, descriptors, options)
 
 
 #: The cyclic collector's first threshold while synchronous runs go on (see
@@ -97,18 +102,17 @@ def run_batch_processor_async(batch_processor, descriptors, timeout=None, keep_r
 GC_THRESHOLD = 50000
 
 
-
-def _run_sync(name, loop_factory, shape, coroutine_function, *args, **options):
-    """Run ``coroutine_function(*args)`` on a loop of its own; ``shape(run.results)`` is
-    the partial result a `KeyboardInterrupt` carries in ``.results``."""
-    _check_no_running_loop(name)
-    loop = (loop_factory or asyncio.new_event_loop)()
+def _run_sync(options, shape, coroutine_function, *args):
+    """Run ``coroutine_function(*args, options)`` on a loop of its own; ``shape(run.results)``
+    is the partial result a `KeyboardInterrupt` carries in ``.results``."""
+    _check_no_running_loop(options.runner)
+    loop = (options.loop_factory or asyncio.new_event_loop)()
     token = compat.enter_loop(loop)
     holder = []  # type: List[_Run]
     interrupted = None
     try:
         with _relaxed_gc:
-            task = compat.as_future(coroutine_function(*args, holder=holder, **options), loop)
+            task = compat.as_future(coroutine_function(*(args + (options, holder))), loop)
             with InterruptibleRun(loop, task) as interrupt:
                 try:
                     result = compat.run_until_complete(loop, task)
@@ -138,7 +142,8 @@ def _whole(results):
 
 def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_results=None,
                                progress=False, loop_factory=None, max_in_flight=None,
-                               checkpoint=None, checkpoint_interval=1.0, trace=None):
+                               checkpoint=None, checkpoint_interval=CHECKPOINT_INTERVAL,
+                               trace=None):
     # type: (BatchProcessorsGraph, Initial, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float, Optional[str]) -> Results
     """Run ``graph`` until nothing is left to do; return ``{processor: [handles]}``.
 
@@ -159,6 +164,12 @@ def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_re
             (see ``batch_processor.checkpoint``).
         checkpoint_interval: seconds between two records (at least one per interval,
             and one when the run ends).
+        trace: the path of a Chrome Trace Event Format JSON file the run writes its
+            attempts and converter calls to (see ``batch_processor.trace``).
+
+    Every runner takes these keywords (``loop_factory`` where it makes the loop),
+    checked when it is called, before anything runs (``ValueError`` or
+    ``TypeError`` naming the runner and the option).
 
     Returns:
         A dict with a key for every processor of the graph, in the graph's order,
@@ -174,39 +185,38 @@ def run_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_re
         CheckpointError: ``checkpoint`` was written by another graph (nothing has run).
         RuntimeError: called inside a running event loop.
     """
-    return _run_sync("run_batch_processors_graph", loop_factory, _whole, _run_async, graph,
-                     initial_descriptors, timeout=timeout, keep_results=keep_results,
-                     progress=progress, max_in_flight=max_in_flight, checkpoint=checkpoint,
-                     checkpoint_interval=checkpoint_interval, trace=trace)
+    options = RunOptions(timeout, keep_results, progress, loop_factory, max_in_flight, checkpoint,
+                         checkpoint_interval, trace, runner="run_batch_processors_graph")
+    return _run_sync(options, _whole, _run_async, graph, initial_descriptors)
 
 
 def run_batch_processor(batch_processor, descriptors, timeout=None, keep_results=None,
                         progress=False, loop_factory=None, max_in_flight=None, checkpoint=None,
-                        checkpoint_interval=1.0, trace=None):
+                        checkpoint_interval=CHECKPOINT_INTERVAL, trace=None):
     # type: (AbstractBatchProcessor, Iterable[Any], Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float, Optional[str]) -> Handles
     """Run one processor over ``descriptors``; return a list with one handle per descriptor.
 
     The keyword arguments are those of `run_batch_processors_graph`.
     """
-    return _run_sync("run_batch_processor", loop_factory, operator.itemgetter(batch_processor),
-                     _run_one_async, batch_processor, descriptors, timeout=timeout,
-                     keep_results=keep_results, progress=progress, max_in_flight=max_in_flight,
-                     checkpoint=checkpoint, checkpoint_interval=checkpoint_interval, trace=trace)
+    options = RunOptions(timeout, keep_results, progress, loop_factory, max_in_flight, checkpoint,
+                         checkpoint_interval, trace, runner="run_batch_processor")
+    return _run_sync(options, operator.itemgetter(batch_processor), _run_one_async,
+                     batch_processor, descriptors)
 
 
 def run_batch_processor_single(batch_processor, descriptor, timeout=None, keep_results=None,
                                progress=False, loop_factory=None, max_in_flight=None,
-                               checkpoint=None, checkpoint_interval=1.0, trace=None):
+                               checkpoint=None, checkpoint_interval=CHECKPOINT_INTERVAL,
+                               trace=None):
     # type: (AbstractBatchProcessor, Any, Optional[float], Kept, bool, Optional[Callable[[], Any]], Optional[int], Optional[str], float, Optional[str]) -> Optional[BatchProcessorResultHandle]
     """Run one processor over one descriptor; return its handle (legacy convenience).
 
-    With ``keep_results`` not naming the processor the handle is dropped, and the
-    result is ``None``.
+    The keyword arguments are those of `run_batch_processors_graph`. With
+    ``keep_results`` not naming the processor the handle is dropped, and the result
+    is ``None``.
     """
-    handles = run_batch_processor(batch_processor, [descriptor], timeout=timeout,
-                                  keep_results=keep_results, progress=progress,
-                                  loop_factory=loop_factory, max_in_flight=max_in_flight,
-                                  checkpoint=checkpoint, checkpoint_interval=checkpoint_interval,
-                                  trace=trace)
+    options = RunOptions(timeout, keep_results, progress, loop_factory, max_in_flight, checkpoint,
+                         checkpoint_interval, trace, runner="run_batch_processor_single")
+    handles = _run_sync(options, operator.itemgetter(batch_processor), _run_one_async,
+                        batch_processor, [descriptor])
     return handles[0] if handles else None
-
