@@ -6,8 +6,9 @@ the iterator (``aclose()``, or dropping it) kills every processor.
 """
 
 from . import compat
+from ._options import CHECKPOINT_INTERVAL, RunOptions
 from ._streaming import start_stream, stream_error
-from .execution import _single_graph
+from ._graph import _single_graph
 
 __all__ = ["iter_batch_processor_async", "iter_batch_processors_graph_async"]
 
@@ -15,14 +16,13 @@ __all__ = ["iter_batch_processor_async", "iter_batch_processors_graph_async"]
 class _AsyncGraphIterator:
     """The async iterator `iter_batch_processors_graph_async` returns."""
 
-    def __init__(self, graph, initial_descriptors, timeout, keep_results, progress,
-                 max_in_flight, single):
+    def __init__(self, graph, initial_descriptors, options, single):
+        self._ended = True  # until the run is made: nothing for __del__ to end
         self._single = single
         self._processors = graph.processors
-        self._ended = False
         self._loop = compat.current_loop()
-        self._run, self._channel = start_stream(
-            graph, initial_descriptors, self._loop, timeout, keep_results, progress, max_in_flight)
+        self._run, self._channel = start_stream(graph, initial_descriptors, self._loop, options)
+        self._ended = False
 
     def __aiter__(self):
         return self
@@ -81,14 +81,20 @@ class _AsyncGraphIterator:
 
 
 def iter_batch_processors_graph_async(graph, initial_descriptors, timeout=None,
-                                      keep_results=None, progress=False, max_in_flight=None):
+                                      keep_results=None, progress=False, max_in_flight=None,
+                                      checkpoint=None, checkpoint_interval=CHECKPOINT_INTERVAL,
+                                      trace=None):
     """`iter_batch_processors_graph` as an async iterator, on the running loop."""
-    return _AsyncGraphIterator(graph, initial_descriptors, timeout, keep_results, progress,
-                               max_in_flight, single=False)
+    options = RunOptions(timeout, keep_results, progress, None, max_in_flight, checkpoint,
+                         checkpoint_interval, trace, runner="iter_batch_processors_graph_async")
+    return _AsyncGraphIterator(graph, initial_descriptors, options, single=False)
 
 
 def iter_batch_processor_async(batch_processor, descriptors, timeout=None, keep_results=None,
-                               progress=False, max_in_flight=None):
+                               progress=False, max_in_flight=None, checkpoint=None,
+                               checkpoint_interval=CHECKPOINT_INTERVAL, trace=None):
     """`iter_batch_processor` as an async iterator, on the running loop."""
+    options = RunOptions(timeout, keep_results, progress, None, max_in_flight, checkpoint,
+                         checkpoint_interval, trace, runner="iter_batch_processor_async")
     return _AsyncGraphIterator(_single_graph(batch_processor), {batch_processor: descriptors},
-                               timeout, keep_results, progress, max_in_flight, single=True)
+                               options, single=True)

@@ -2,27 +2,10 @@
 
 A processor object (``interface.BaseBatchProcessor``) holds its configuration and
 the hooks a user overrides. What it has while it runs jobs is one `Runtime` object,
-made on first use and never pickled or copied. The runner of
-``batch_processor.execution`` talks to a processor only through a *port*:
-
-``port = attach(processor, loop)``
-    the processor bound to the run's ``loop``: a library processor's runtime, or a
-    `PublicPort` around a hand-written `AbstractBatchProcessor`.
-``port.feed(descriptors)``
-    start jobs for a list the caller gives up (``ProcessorStateError`` when the
-    processor takes no more).
-``port.take_ready()``
-    the handles of the jobs that ended since the last call, as a list, in the order
-    they ended.
-``port.in_flight``
-    jobs fed and not yet taken.
-``port.listen(callback)`` / ``port.release(callback)``
-    ``callback()`` is called, from the loop, whenever ready handles appear (at once
-    if some are there already); ``release`` stops that.
-``port.observe(observer)``
-    from now on tell ``observer`` (``None``: nobody) when each attempt of a job or
-    of a batch starts and ends (see `Runtime.observer`); returns whether the port
-    can (a hand-written processor's cannot).
+made on first use and never pickled or copied. The runner (``_run._Run``) talks to
+a processor only through a *port*, ``port = attach(processor, loop)``: a library
+processor's runtime, or a `PublicPort` around a hand-written
+`AbstractBatchProcessor`. `Port` lists every method a runner may call on it.
 
 A `Runtime` subclass per kind of processor (``separate``, ``sequential``) starts and
 cancels jobs; this class keeps the bookkeeping they share, and the one place where
@@ -39,7 +22,7 @@ from .interface import (
     BatchProcessorResultHandle, JobTimeoutError, ProcessorState, ProcessorStateError, describe,
     safe_repr, safe_str)
 
-__all__ = ["Observers", "PublicPort", "Runtime", "attach", "library_callback"]
+__all__ = ["Observers", "Port", "PublicPort", "Runtime", "attach", "library_callback"]
 
 logger = logging.getLogger("batch_processor")
 
@@ -91,7 +74,73 @@ def _guarded_call(function, argument, fail):
         return fail(exc)
 
 
-class Runtime(object):
+class Port(object):
+    """What a runner may call on a processor while a run drives it: a documentation class.
+
+    `Runtime` (library processors) and `PublicPort` (hand-written ones) derive from it;
+    the runner calls nothing else. The methods here are those every port has, with
+    the behaviour of a port that can do nothing more.
+    """
+
+    #: The processor this port drives.
+    processor = None
+
+    @property
+    def in_flight(self):
+        """Jobs fed and not yet taken by `take_ready`."""
+        raise NotImplementedError
+
+    @property
+    def state(self):
+        """The processor's `ProcessorState`."""
+        raise NotImplementedError
+
+    def feed(self, descriptors):
+        """Start jobs for ``descriptors``, a non-empty list the caller gives up.
+
+        ``ProcessorStateError`` when the processor takes no more (stopped, killed).
+        """
+        raise NotImplementedError
+
+    def take_ready(self):
+        """The handles of the jobs that ended since the last call, as a list (maybe
+        empty), in the order they ended."""
+        raise NotImplementedError
+
+    def listen(self, callback, busy=None):
+        """From now on call ``callback()``, from the loop, whenever ready handles appear
+        (at once if some are there already), and only then; ``busy()``, if given,
+        whenever the processor goes from idle to busy (fed by anyone: the runner, a
+        job, a converter), so the runner knows it is not done. One listener at a time."""
+        raise NotImplementedError
+
+    def release(self, callback):
+        """Stop calling ``callback`` (and its ``busy``) if it is the listener."""
+        raise NotImplementedError
+
+    def observe(self, observer):
+        """From now on tell ``observer`` (``None``: nobody) when each attempt of a job or
+        of a batch starts and ends (see `Runtime`); return whether the port can."""
+        return False
+
+    def watch_faults(self, callback):
+        """``callback(exc, where)`` is called (``None``: nobody) if a loop callback of the
+        port raises, a bug of the library: the runner ends the run with an error."""
+
+    def kill(self):
+        """Kill the processor: every unfinished job ends at once, cancelled, its handle
+        ready."""
+        raise NotImplementedError
+
+    #: True for kinds whose jobs do not overlap (one batch at a time): when a job
+    #: ends, no job of the processor is running, so its state matches its handles.
+    settles_at_end = False
+    #: ``None``, or a function of no argument called each time jobs end, before their
+    #: handles are ready (where ``settles_at_end``: a checkpoint takes the state then).
+    on_end = None
+
+
+class Runtime(Port):
     """Everything a processor has while it runs jobs, and the bookkeeping of its jobs.
 
     Invariants:
@@ -106,8 +155,9 @@ class Runtime(object):
       as cancelled at once; late completions of that work find nothing and are
       dropped.
     * ``listener`` (the runner's) is called when ``ready`` goes from empty to
-      non-empty; ``waiters`` (of ``wait_ready()``) are woken then too, and when
-      nothing is in flight any more.
+      non-empty, and only then; ``busy_listener`` when the processor goes from
+      idle to busy (fed by anyone); ``waiters`` (of ``wait_ready()``) are woken when
+      ``ready`` becomes non-empty, and when nothing is in flight any more.
     * ``final`` is ``None``, STOPPED or KILLED, and never changes once set;
       ``stopping`` is true from ``stop()`` on, and STOPPED follows when
       ``unfinished`` reaches 0.
@@ -135,12 +185,9 @@ class Runtime(object):
         self.waiters = []
         self.stop_waiters = []
         self.listener = None
+        self.busy_listener = None
         self.on_end = None
         self.fault_listener = None
-
-    #: True for kinds whose jobs do not overlap (one batch at a time): when `end`
-    #: runs, no job of the processor is running, so its state matches its handles.
-    settles_at_end = False
 
     # -- binding --------------------------------------------------------------------
 
@@ -203,9 +250,9 @@ class Runtime(object):
         self.unfinished += len(descriptors)
         self.start(descriptors)
         if was_idle:
-            listener = self.listener
-            if listener is not None:
-                listener()  # the run learns the processor is busy, whoever fed it
+            busy = self.busy_listener
+            if busy is not None:
+                busy()  # the run learns the processor is busy, whoever fed it
 
     def take_ready(self):
         ready = self.ready
@@ -213,14 +260,15 @@ class Runtime(object):
             self.ready = []
         return ready
 
-    def listen(self, callback):
+    def listen(self, callback, busy=None):
         self.listener = callback
+        self.busy_listener = busy
         if self.ready:
             callback()
 
     def release(self, callback):
         if self.listener is callback:
-            self.listener = None
+            self.listener = self.busy_listener = None
 
     def observe(self, observer):
         self.observer = observer
@@ -502,11 +550,12 @@ def _settled(future, waiter):
     return waiter
 
 
-class PublicPort(object):
+class PublicPort(Port):
     """The runner's port to a hand-written `AbstractBatchProcessor`: its public methods.
 
     It waits for readiness with ``wait_ready()``, armed whenever something is in
-    flight and no wait is pending.
+    flight and no wait is pending. It hears of a feed only through itself: ``busy``
+    is called when it feeds an idle processor.
     """
 
     def __init__(self, processor, loop):
@@ -515,12 +564,21 @@ class PublicPort(object):
         self.listener = None
         self.watching = False
 
+        self.busy_listener = None
+
     @property
     def in_flight(self):
         return self.processor.in_flight
 
+    @property
+    def state(self):
+        return self.processor.state
+
     def feed(self, descriptors):
+        was_idle = not self.processor.in_flight
         self.processor.feed_new(descriptors)
+        if was_idle and self.busy_listener is not None:
+            self.busy_listener()
         self._watch()
 
     def take_ready(self):
@@ -528,16 +586,20 @@ class PublicPort(object):
         self._watch()
         return handles
 
-    def listen(self, callback):
+    def listen(self, callback, busy=None):
         self.listener = callback
+        self.busy_listener = busy
         self._watch()
 
     def release(self, callback):
         if self.listener is callback:
-            self.listener = None
+            self.listener = self.busy_listener = None
 
     def observe(self, observer):
         return False  # its jobs are its own business
+
+    def kill(self):
+        self.processor.kill()
 
     def _watch(self):
         if self.watching or self.listener is None or not self.processor.in_flight:

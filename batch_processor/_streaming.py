@@ -1,6 +1,6 @@
 """Streaming runners: a run's handles one by one, as soon as they are collected.
 
-`iter_batch_processors_graph` makes a run (`execution._Run`) whose sink is a
+`iter_batch_processors_graph` makes a run (`_run._Run`) whose sink is a
 `_Channel`: instead of keeping the handles in the result lists, the run puts them
 in the channel's queue, and the iterator hands them out. ``next()`` drives the
 run's loop in the caller's thread until the queue has something or the run is
@@ -16,9 +16,10 @@ import collections
 
 from . import compat
 from ._interrupt import InterruptibleRun
+from ._options import CHECKPOINT_INTERVAL, RunOptions
 from .compat import asyncio
-from .execution import (
-    _Run, _cancel_leftovers, _check_no_running_loop, _relaxed_gc, _single_graph)
+from ._graph import _single_graph
+from ._run import _Run, _cancel_leftovers, _check_no_running_loop, _relaxed_gc
 from .interface import BatchProcessorError
 
 __all__ = ["iter_batch_processor", "iter_batch_processors_graph"]
@@ -55,12 +56,10 @@ class _Channel(object):
         return results
 
 
-def start_stream(graph, initial_descriptors, loop, timeout, keep_results, progress,
-                 max_in_flight):
+def start_stream(graph, initial_descriptors, loop, options):
     """A `_Run` on ``loop`` whose handles go to a new `_Channel`; return both."""
     channel = _Channel()
-    run = _Run(graph, initial_descriptors, loop, timeout, keep_results, progress, max_in_flight,
-               sink=channel.put)
+    run = _Run(graph, initial_descriptors, loop, options, sink=channel.put)
     run.future.add_done_callback(channel.wake)
     return run, channel
 
@@ -76,17 +75,16 @@ def stream_error(run, channel, processors, single):
 class _GraphIterator(object):
     """The iterator `iter_batch_processors_graph` and `iter_batch_processor` return."""
 
-    def __init__(self, name, graph, initial_descriptors, timeout, keep_results, progress,
-                 loop_factory, max_in_flight, single):
-        _check_no_running_loop(name)
+    def __init__(self, graph, initial_descriptors, options, single):
+        self._ended = True  # until the run is made: nothing for __del__ to end
+        _check_no_running_loop(options.runner)
         self._single = single
         self._processors = graph.processors
+        loop = self._loop = (options.loop_factory or asyncio.new_event_loop)()
         self._ended = False
-        loop = self._loop = (loop_factory or asyncio.new_event_loop)()
         token = compat.enter_loop(loop)
         try:
-            self._run, self._channel = start_stream(
-                graph, initial_descriptors, loop, timeout, keep_results, progress, max_in_flight)
+            self._run, self._channel = start_stream(graph, initial_descriptors, loop, options)
         except BaseException:
             self._ended = True
             try:
@@ -181,28 +179,34 @@ class _GraphIterator(object):
 
 
 def iter_batch_processors_graph(graph, initial_descriptors, timeout=None, keep_results=None,
-                                progress=False, loop_factory=None, max_in_flight=None):
+                                progress=False, loop_factory=None, max_in_flight=None,
+                                checkpoint=None, checkpoint_interval=CHECKPOINT_INTERVAL,
+                                trace=None):
     """Run ``graph`` and yield ``(processor, handle)`` for each handle of the kept
     processors as soon as the run collects it.
 
     The run advances while the caller waits in ``next()``; a handle yielded is not
     held by the run any more. The keyword arguments are those of
-    `run_batch_processors_graph`. An error of the run is raised from ``next()``,
-    its ``.results`` a dict of the handles collected and not yet yielded. Closing the
-    iterator (``close()``, leaving a ``with`` block, or dropping it) kills every
-    processor and ends the run.
+    `run_batch_processors_graph`, checked at the call. An error of the run is raised
+    from ``next()``, its ``.results`` a dict of the handles collected and not yet
+    yielded. Closing the iterator (``close()``, leaving a ``with`` block, or dropping
+    it) kills every processor and ends the run (a checkpoint records what was done
+    first, so a run given the same checkpoint again resumes).
     """
-    return _GraphIterator("iter_batch_processors_graph", graph, initial_descriptors, timeout,
-                          keep_results, progress, loop_factory, max_in_flight, single=False)
+    options = RunOptions(timeout, keep_results, progress, loop_factory, max_in_flight, checkpoint,
+                         checkpoint_interval, trace, runner="iter_batch_processors_graph")
+    return _GraphIterator(graph, initial_descriptors, options, single=False)
 
 
 def iter_batch_processor(batch_processor, descriptors, timeout=None, keep_results=None,
-                         progress=False, loop_factory=None, max_in_flight=None):
+                         progress=False, loop_factory=None, max_in_flight=None, checkpoint=None,
+                         checkpoint_interval=CHECKPOINT_INTERVAL, trace=None):
     """Run one processor over ``descriptors`` and yield its handles as they are collected.
 
     As `iter_batch_processors_graph`, yielding handles alone; errors' ``.results``
     are lists.
     """
-    return _GraphIterator("iter_batch_processor", _single_graph(batch_processor),
-                          {batch_processor: descriptors}, timeout, keep_results, progress,
-                          loop_factory, max_in_flight, single=True)
+    options = RunOptions(timeout, keep_results, progress, loop_factory, max_in_flight, checkpoint,
+                         checkpoint_interval, trace, runner="iter_batch_processor")
+    return _GraphIterator(_single_graph(batch_processor), {batch_processor: descriptors}, options,
+                          single=True)
