@@ -69,7 +69,7 @@ def _init_worker(token, processor_bytes, program=None):
 #: Seconds between two looks of a worker at its parent: a worker whose parent died
 #: (SIGKILL: nothing shut the pool down) ends within this, plus the OS's reparenting.
 _ORPHAN_CHECK = 0.5
-_watching = []
+_watching = []  # type: list
 
 
 def _watch_parent(program=None):

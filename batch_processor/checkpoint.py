@@ -155,7 +155,7 @@ def check_options(checkpoint, interval):
 
 # -- one writer at a time ---------------------------------------------------------------
 
-_held = {}  # real path of a checkpoint -> its lock, for the runs of this process
+_held = {}  # type: dict  # real path of a checkpoint -> its lock, for the runs of this process
 _held_lock = threading.Lock()
 
 
@@ -248,7 +248,7 @@ def _try_lock(fd):
         return True
     import msvcrt  # pragma: no cover - Windows
     try:  # pragma: no cover
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
     except (IOError, OSError):  # pragma: no cover
         return False
     return True  # pragma: no cover
@@ -260,7 +260,7 @@ def _unlock(fd):
     else:  # pragma: no cover - Windows
         import msvcrt
         os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 
 # -- the fingerprint of initial descriptors ----------------------------------------------
