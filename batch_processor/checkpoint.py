@@ -35,11 +35,12 @@ import sqlite3
 import six
 
 from . import compat
+from ._watch_record import Progress  # what watchers read (issue 20)
 from .interface import (
     BatchProcessorError, BatchProcessorResultHandle, describe, processor_name, safe_repr,
     safe_str)
 
-__all__ = ["CheckpointError", "Recorder"]
+__all__ = ["CheckpointError", "Recorder", "read_checkpoint"]
 
 logger = logging.getLogger("batch_processor")
 
@@ -169,6 +170,7 @@ class Recorder(object):
         self.loop = loop
         self.closed = False
         self.warned_state = set()
+        self.watch = Progress(len(nodes))  # counts for watchers (batch_processor.watch)
 
     # -- opening and resuming ----------------------------------------------------------
 
@@ -278,6 +280,7 @@ class Recorder(object):
             self.next_key += len(descriptors)
             keys = range(start, start + len(descriptors))
             self.new_fed.append((start, index, descriptors))
+            self.watch.fed(index, start, len(descriptors))
         in_flight = self.in_flight[index]
         ids = list(map(id, descriptors))
         duplicates = self.duplicates
@@ -303,6 +306,7 @@ class Recorder(object):
         keys = [pop(id(handle.descriptor), None) for handle in handles]
         if self.duplicates:
             keys = self._deduplicated(index, handles, keys)
+        self.watch.collected(index, keys, handles, node.kept is not None)
         if node.kept is not None:
             self.new_handles.setdefault(index, []).extend(zip(keys, handles))
         else:
@@ -389,6 +393,7 @@ class Recorder(object):
                            [(i, n) for i, n in enumerate(self.taken) if n])
             if finished:
                 db.execute("UPDATE meta SET value = '1' WHERE key = 'finished'")
+            self.watch.write(db)
 
     def close(self, finished=False, write=True):
         """Write the last record (a finished run's, or an interrupted one's) and close.
@@ -484,6 +489,12 @@ class Recorder(object):
                                "record it; list attributes that need not be recorded in "
                                "_bp_not_pickled", describe(processor), safe_str(exc))
             return None
+
+
+def read_checkpoint(path):
+    """What the checkpoint ``path`` says of its run: see `batch_processor.watch`."""
+    from .watch import read_checkpoint as read  # imported late: watchers only
+    return read(path)
 
 
 class _Unrecorded(object):
