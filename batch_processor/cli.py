@@ -209,4 +209,7 @@ def _dashboard(args):
               % ((PROGRAM,) + sys.version_info[:2] + (args.path,)), file=sys.stderr)
         return 2
     from .dashboard import serve
-    return serve(args.path, args.port)
+    try:
+        return serve(args.path, args.port)
+    except KeyboardInterrupt:  # Ctrl-C before the server listened
+        return 0
