@@ -402,6 +402,9 @@ def test_ctrl_c_prints_the_best_so_far_and_exits_130_without_a_traceback(tmpdir)
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(tmpdir),
         preexec_fn=_new_session_with_default_sigint)
     try:
+        watch = process.stderr.readline().decode("utf-8", "replace")  # how to watch it
+        assert ("python -m batch_processor status search.sqlite" in watch
+                and "python -m batch_processor dashboard search.sqlite" in watch)
         first = process.stderr.readline().decode("utf-8", "replace")  # the first result
         assert "new best" in first
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
@@ -471,6 +474,9 @@ def test_a_killed_search_run_again_with_its_checkpoint_finishes_with_the_same_ta
                                env=_demo_env(), cwd=str(tmpdir),
                                preexec_fn=_new_session_with_default_sigint)
     try:
+        watch = process.stderr.readline().decode("utf-8", "replace")  # how to watch it
+        assert ("python -m batch_processor status search.sqlite" in watch
+                and "python -m batch_processor dashboard search.sqlite" in watch)
         first = process.stderr.readline().decode("utf-8", "replace")  # the first result
         assert "new best" in first
         os.killpg(process.pid, signal.SIGKILL)  # the search, its pool and its fork server

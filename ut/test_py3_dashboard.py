@@ -135,7 +135,10 @@ def browser(monkeypatch):
         if not os.path.exists(program):
             pytest.skip("%s is not installed (Debian: apt-get install chromium chromium-driver)"
                         % program)
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    selenium = pytest.importorskip("selenium", reason="selenium is not installed")
+    if int(selenium.__version__.split(".")[0]) < 4:
+        pytest.skip("selenium %s is too old: the tests need selenium 4" % selenium.__version__)
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager download anything
     options = webdriver.ChromeOptions()

@@ -286,3 +286,10 @@ def test_import_batch_processor_does_not_load_the_watchers():
     """)
     assert code == 0, err
     assert out.strip() == "[]"
+
+
+@pytest.mark.skipif(sys.version_info[0] >= 3, reason="Python 2.7's message")
+def test_the_dashboard_says_it_needs_python_3_on_python_2(finished):
+    code, out, err = cli("dashboard", finished)
+    assert code == 2 and "needs Python 3" in err and "python3 -m batch_processor" in err
+    assert "Traceback" not in err
