@@ -293,3 +293,42 @@ def test_the_dashboard_says_it_needs_python_3_on_python_2(finished):
     code, out, err = cli("dashboard", finished)
     assert code == 2 and "needs Python 3" in err and "python3 -m batch_processor" in err
     assert "Traceback" not in err
+
+
+def test_a_write_in_progress_neither_blocks_the_reader_nor_is_blocked_by_it(finished):
+    writer = sqlite3.connect(finished, isolation_level=None, timeout=0)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # a record being written at this instant
+        writer.execute("UPDATE watch_counts SET fed = fed + 100")
+        assert read_checkpoint(finished).processors[0].fed == 10  # the last committed record
+        writer.execute("COMMIT")
+        assert read_checkpoint(finished).processors[0].fed == 110
+        writer.execute("BEGIN IMMEDIATE")  # the reader left no lock behind (timeout=0)
+        writer.execute("ROLLBACK")
+    finally:
+        writer.close()
+
+
+def test_a_checkpoint_being_created_is_waited_for_then_refused(tmpdir, monkeypatch):
+    import batch_processor.watch
+    monkeypatch.setattr(batch_processor.watch, "PATIENCE", 0.2)
+    path = str(tmpdir.join("new.sqlite"))
+    db = sqlite3.connect(path)  # a run that created the tables, not yet its meta
+    db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                     "CREATE TABLE fed (record INTEGER PRIMARY KEY, items BLOB NOT NULL);"
+                     "CREATE TABLE handles (record INTEGER, node INTEGER, items BLOB);"
+                     "CREATE TABLE processors (node INTEGER PRIMARY KEY, state BLOB);")
+    db.close()
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert path in str(info.value) and "creating" in str(info.value)
+
+
+def test_an_older_checkpoint_without_the_watchers_tables_reads_with_zero_counts(finished):
+    db = sqlite3.connect(finished)
+    db.executescript("DROP TABLE watch_meta; DROP TABLE watch_counts; DROP TABLE watch_records;")
+    db.close()
+    status = read_checkpoint(finished)
+    assert status.state == "finished" and status.started is None and status.failures == []
+    assert [(p.name, p.fed) for p in status.processors] == [("square", 0)]
+    assert len(list(status.handles())) == 10
