@@ -177,7 +177,7 @@ def _checked_path(path):
     return path
 
 
-_URI_SUPPORT = []
+_URI_SUPPORT = []  # type: list
 
 
 def _uri_supported():
