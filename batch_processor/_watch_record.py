@@ -67,34 +67,40 @@ class Progress(object):
 
     def collected(self, index, keys, handles, kept):
         """Processor ``index`` gave back ``handles`` (the jobs ``keys``)."""
-        now = time.time()
         pop = self.fed_at.pop
-        fed_at = [pop(key, None) for key in keys]
         if kept:
-            self.durations.setdefault(index, []).extend(
-                [key, round(now - at, 6)] for key, at in zip(keys, fed_at) if at is not None)
-        succeeded = failed = cancelled = 0
-        results = failures = None
+            now = time.time()
+            durations = self.durations.setdefault(index, [])
+            append = durations.append
+            for key in keys:
+                at = pop(key, None)
+                if at is not None:
+                    append((key, now - at))
+        else:
+            for key in keys:
+                pop(key, None)
+        exception_of = compat.exception_of
+        failed = cancelled = 0
         for handle in handles:
             future = handle.future
             if future.cancelled():
                 cancelled += 1
-                continue
-            exc = compat.exception_of(future)
-            if exc is None:
-                succeeded += 1
-                results = handle
-                continue
-            failed += 1
-            if failures is None:
-                failures = self.failures.setdefault(index, collections.deque(maxlen=LATEST))
-            failures.append((handle.descriptor, exc))
-        if results is not None:
-            latest = self.results.setdefault(index, collections.deque(maxlen=LATEST))
+            else:
+                exc = exception_of(future)
+                if exc is not None:
+                    failed += 1
+                    failures = self.failures.get(index)
+                    if failures is None:
+                        failures = self.failures[index] = collections.deque(maxlen=LATEST)
+                    failures.append((handle.descriptor, exc))
+        if failed + cancelled < len(handles):
+            latest = self.results.get(index)
+            if latest is None:
+                latest = self.results[index] = collections.deque(maxlen=LATEST)
             latest.extend((h.descriptor, h.future.result()) for h in handles[-LATEST:]
-                          if not h.future.cancelled() and compat.exception_of(h.future) is None)
+                          if not h.future.cancelled() and exception_of(h.future) is None)
         totals = self.totals[index]
-        totals[1] += succeeded
+        totals[1] += len(handles) - failed - cancelled
         totals[2] += failed
         totals[3] += cancelled
         self.changed.add(index)
@@ -116,8 +122,9 @@ class Progress(object):
             total = tuple(a + b for a, b in zip(base, totals))
             counts.append((index,) + total)
             if index in self.changed:
+                durations = self.durations.pop(index, None)
                 rows.append((now, index) + total + (
-                    _json(self.durations.pop(index, None)),
+                    _json([[key, round(seconds, 6)] for key, seconds in durations or ()]),
                     _json(_texts(self.results.pop(index, ()), safe_repr)),
                     _json(_texts(self.failures.pop(index, ()), safe_str))))
         self.changed = set()
