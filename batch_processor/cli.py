@@ -143,7 +143,7 @@ def export_rows(path):
     from .watch import durations, read_checkpoint
     status = read_checkpoint(path)
     seconds = durations(path)
-    for name, key, handle in status.recorded():
+    for name, key, handle in status.recorded(lenient=True):
         future = handle.future
         row = {"processor": name, "descriptor": safe_repr(handle.descriptor, EXPORT_LIMIT),
                "result": "", "error": "", "duration": seconds.get(key, "")}

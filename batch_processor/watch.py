@@ -15,8 +15,10 @@ non-blocking lock on it fails; else ``"stopped"``.
 """
 from __future__ import absolute_import, division, print_function
 
+import io
 import json
 import os
+import pickle
 import sys
 import time
 
@@ -110,12 +112,16 @@ class CheckpointStatus(object):
         for name, _, handle in self.recorded():
             yield name, handle
 
-    def recorded(self):
-        """Yield ``(processor_name, job key, handle)``: `handles` with the keys `durations` uses."""
+    def recorded(self, lenient=False):
+        """Yield ``(processor_name, job key, handle)``: `handles` with the keys `durations` uses.
+
+        ``lenient=True`` (for ``export``): an object whose class cannot be imported here
+        comes back as a stand-in that shows its class name and attributes.
+        """
         names = [p.name for p in self.processors]
         loop = compat.asyncio.new_event_loop()
         try:
-            for node, rows in _recorded_rows(self.path):
+            for node, rows in _recorded_rows(self.path, lenient):
                 for row in rows:
                     yield _name(names, node), row[0], _handle(row, loop)
         finally:
@@ -385,15 +391,16 @@ def _lock_holder(sidecar):
 # -- handles -------------------------------------------------------------------------
 
 
-def _recorded_rows(path):
+def _recorded_rows(path, lenient=False):
     """Yield ``(node, rows)`` of the recorded handles, in the order recorded."""
     from .checkpoint import _loads
+    loads = _lenient_loads if lenient else _loads
     with _connection(path) as db:
         if "handles" not in _tables(db):
             return
         for node, blob in db.execute("SELECT node, items FROM handles ORDER BY record, node"):
             try:
-                rows = _loads(blob)
+                rows = loads(blob)
             except Exception as exc:
                 raise CheckpointError(
                     "%r: recorded handles cannot be unpickled (%s); read them where the run's "
@@ -408,11 +415,83 @@ def _handle(row, loop):
     if kind == _OK:
         future.set_result(value)
     elif kind == _FAILED:
+        if not isinstance(value, BaseException):  # a stand-in for an exception class
+            value = _StandIn.error(value)
         compat.fail(future, value)
         compat.exception_of(future)
     else:
         future.cancel()
     return BatchProcessorResultHandle(descriptor, future)
+
+
+class _StandIn(object):
+    """An object whose class could not be imported: its class name and attributes."""
+
+    _bp_class = "?"
+
+    def __new__(cls, *args, **kwargs):
+        self = object.__new__(cls)
+        self.__dict__["_bp_args"] = args
+        return self
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) == 2:  # (dict, slots)
+            state = dict(state[0] or {}, **(state[1] or {}))
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+        else:
+            self.__dict__["_bp_state"] = state
+
+    def __repr__(self):
+        fields = [safe_repr(a) for a in self.__dict__.get("_bp_args", ())]
+        fields += ["%s=%s" % (k, safe_repr(v)) for k, v in sorted(self.__dict__.items())
+                   if not k.startswith("_bp_")]
+        if "_bp_state" in self.__dict__:
+            fields.append(safe_repr(self.__dict__["_bp_state"]))
+        return "%s(%s)" % (self._bp_class, ", ".join(fields))
+
+    @staticmethod
+    def error(value):
+        """An exception that reads as ``value`` (a stand-in for a recorded exception) did."""
+        kind = type(str(type(value).__name__), (_StandInError,), {})
+        args = value.__dict__.get("_bp_args", ())
+        return kind(", ".join(safe_str_arg(a) for a in args) if args else repr(value))
+
+
+def safe_str_arg(value):
+    return value if isinstance(value, six.string_types) else safe_repr(value)
+
+
+class _StandInError(Exception):
+    """A recorded exception whose class could not be imported here."""
+
+    def __str__(self):
+        return self.args[0] if self.args else ""
+
+
+_STAND_INS = {}
+
+
+def _stand_in(module, name):
+    key = (module, name)
+    if key not in _STAND_INS:
+        _STAND_INS[key] = type(str(name), (_StandIn,), {"_bp_class": "%s.%s" % (module, name)})
+    return _STAND_INS[key]
+
+
+class _LenientUnpickler(pickle.Unpickler, object):
+    def find_class(self, module, name):
+        try:
+            return super(_LenientUnpickler, self).find_class(module, name)
+        except (ImportError, AttributeError):
+            return _stand_in(module, name)
+
+
+def _lenient_loads(blob):
+    return _LenientUnpickler(io.BytesIO(bytes(blob))).load()
 
 
 def durations(path):

@@ -332,3 +332,85 @@ def test_an_older_checkpoint_without_the_watchers_tables_reads_with_zero_counts(
     assert status.state == "finished" and status.started is None and status.failures == []
     assert [(p.name, p.fed) for p in status.processors] == [("square", 0)]
     assert len(list(status.handles())) == 10
+
+
+MAIN_SCRIPT = """
+import sys
+from batch_processor import SeparateBatchProcessorSynchronous, run_batch_processor
+
+class Config(object):
+    def __init__(self, lr):
+        self.lr = lr
+
+class Diverged(Exception):
+    pass
+
+class Train(SeparateBatchProcessorSynchronous):
+    def _run_one_job_synchronous(self, config):
+        if config.lr > 1:
+            raise Diverged("lr %s is too high" % config.lr)
+        return Config(config.lr / 2)
+
+run_batch_processor(Train(name="train"), [Config(0.5), Config(2)], checkpoint=sys.argv[1])
+"""
+
+
+def test_export_shows_objects_of_classes_it_cannot_import(tmpdir):
+    script, path = tmpdir.join("search.py"), str(tmpdir.join("run.sqlite"))
+    script.write(MAIN_SCRIPT)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([helpers.REPO_ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    subprocess.check_call([sys.executable, str(script), path], env=env)
+    code, out, err = cli("export", path, "--format", "jsonl")  # __main__ is not search.py here
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["descriptor"], r["outcome"], r["result"], r["error"]) for r in rows] == [
+        ("__main__.Config(lr=0.5)", "ok", "__main__.Config(lr=0.25)", ""),
+        ("__main__.Config(lr=2)", "failed", "", "Diverged: lr 2 is too high")]
+    with pytest.raises(CheckpointError) as info:  # handles() gives real objects or says why
+        list(read_checkpoint(path).handles())
+    assert "PYTHONPATH" in str(info.value)
+
+
+def demo_available():
+    """Whether scikit-learn is installed (found, not imported: the demo runs in a child)."""
+    if sys.version_info[0] >= 3:
+        import importlib.util
+        return importlib.util.find_spec("sklearn") is not None
+    import imp
+    try:
+        imp.find_module("sklearn")
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not demo_available(), reason="the demo needs scikit-learn (extra [demo])")
+def test_status_and_export_follow_a_run_of_the_demo(tmpdir):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([helpers.REPO_ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    demo = subprocess.Popen([sys.executable, "-m", "batch_processor.demo", "--budget", "12",
+                             "--dot", "", "--checkpoint", "search.sqlite"], env=env,
+                            cwd=str(tmpdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    path = str(tmpdir.join("search.sqlite"))
+    try:
+        assert b"python -m batch_processor status search.sqlite" in demo.stderr.readline()
+        assert b"new best" in demo.stderr.readline()  # a trial was collected: soon recorded
+        code, out, err = cli("status", path, "--json")
+        assert code == 0, err
+        live = json.loads(out)
+        # For the lead: "running" once the durable branch's lock is merged.
+        assert live["state"] in ("running", "stopped")
+        assert [p["name"] for p in live["processors"]] == ["Proposer", "Trainer", "Leaderboard"]
+        assert live["processors"][0]["fed"] >= 1
+    finally:
+        out, err = demo.communicate()
+    assert demo.returncode == 0, err
+    final = read_checkpoint(path)
+    assert final.state == "finished"
+    trainer = final.processors[1]
+    assert (trainer.fed, trainer.succeeded + trainer.failed) == (12, 12)
+    code, out, err = cli("export", path, "--format", "jsonl")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert sum(1 for row in rows if row["processor"] == "Trainer") == 12
