@@ -472,7 +472,7 @@ class _StandInError(Exception):
         return self.args[0] if self.args else ""
 
 
-_STAND_INS = {}
+_STAND_INS = {}  # type: dict
 
 
 def _stand_in(module, name):
