@@ -38,25 +38,46 @@ PATIENCE = 2.0
 _STEP = 0.05
 
 
-@attr.s(frozen=True)
-class ProcessorCounts(object):
-    """One processor's counts over the run's life; ``in_flight``: fed, not yet collected."""
+class _Record(dict):
+    """A dict of the JSON keys ``_fields`` whose values read as attributes too."""
 
-    name = attr.ib()
-    fed = attr.ib()
-    in_flight = attr.ib()
-    succeeded = attr.ib()
-    failed = attr.ib()
-    cancelled = attr.ib()
+    _fields = ()  # type: tuple
+
+    def __init__(self, *values, **named):
+        if len(values) > len(self._fields):
+            raise TypeError("%s takes %d values" % (type(self).__name__, len(self._fields)))
+        dict.__init__(self, zip(self._fields, values))
+        self.update(named)
+        missing = [name for name in self._fields if name not in self]
+        if missing:
+            raise TypeError("%s: missing %s" % (type(self).__name__, ", ".join(missing)))
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name)
+
+    def __repr__(self):
+        return "%s(%s)" % (type(self).__name__, ", ".join(
+            "%s=%r" % (name, self[name]) for name in self._fields))
 
 
-@attr.s(frozen=True)
-class FailureRecord(object):
-    """A failed job: its processor's name, its descriptor's (shortened) repr, the error."""
+class ProcessorCounts(_Record):
+    """One processor's counts over the run's life; ``in_flight``: fed, not yet collected.
 
-    processor = attr.ib()
-    descriptor = attr.ib()
-    error = attr.ib()
+    A dict of the keys ``name``, ``fed``, ``in_flight``, ``succeeded``, ``failed`` and
+    ``cancelled`` (as ``status --json`` prints it), also readable as attributes.
+    """
+
+    _fields = ("name", "fed", "in_flight", "succeeded", "failed", "cancelled")
+
+
+class FailureRecord(_Record):
+    """A failed job: a dict of ``processor`` (its name), ``descriptor`` (its shortened
+    repr) and ``error`` (the message), also readable as attributes."""
+
+    _fields = ("processor", "descriptor", "error")
 
 
 @attr.s(frozen=True)
@@ -66,6 +87,9 @@ class Sample(object):
     processor = attr.ib()
     time = attr.ib()
     collected = attr.ib()
+
+
+_KEYS = ("state", "pid", "started", "updated", "processors", "failures")
 
 
 @attr.s(frozen=True)
@@ -98,9 +122,18 @@ class CheckpointStatus(object):
             "pid": self.pid,
             "started": self.started,
             "updated": self.updated,
-            "processors": [attr.asdict(p) for p in self.processors],
-            "failures": [attr.asdict(f) for f in self.failures],
+            "processors": [dict(p) for p in self.processors],
+            "failures": [dict(f) for f in self.failures],
         }
+
+    def __getitem__(self, key):
+        """``status["state"]`` and the other keys of `as_dict`, as well as attributes."""
+        if key not in _KEYS:
+            raise KeyError(key)
+        return self.as_dict()[key]
+
+    def keys(self):
+        return list(_KEYS)
 
     def handles(self):
         """Yield the recorded ``(processor_name, handle)`` pairs, in the order recorded.

@@ -69,6 +69,10 @@ def test_a_finished_run_reads_as_finished_with_its_counts_and_failures(finished)
     assert status.started <= status.updated
     as_dict = status.as_dict()
     assert set(as_dict) == STATUS_KEYS
+    assert dict(status) == as_dict and status["state"] == "finished"  # also as a mapping
+    assert status.processors == [{"name": "square", "fed": 10, "in_flight": 0,
+                                  "succeeded": 9, "failed": 1, "cancelled": 0}]
+    assert json.loads(json.dumps(as_dict)) == as_dict
     assert set(as_dict["processors"][0]) == PROCESSOR_KEYS
     assert set(as_dict["failures"][0]) == FAILURE_KEYS
 
