@@ -6,22 +6,19 @@ page (``/``) made anew from the checkpoint at each request, read-only, through
 collected over time per processor (SVG made here), the latest results and the last
 failures. The page reloads itself every few seconds (a meta refresh: no script).
 Every value that comes from the run (names, reprs, messages) is HTML-escaped.
-``/status.json`` gives what ``status --json`` prints. Python 3 only.
+``/status.json`` gives what ``status --json`` prints. Python 3 only; the program that
+serves it until Ctrl-C is ``batch_processor.__main__``.
 """
 from __future__ import absolute_import, division, print_function
 
-import errno
 import json
 import os
-import signal
-import sys
-import threading
 import time
 
 from .checkpoint import CheckpointError
 from .cli import age
 
-__all__ = ["render_chart", "render_page", "serve"]
+__all__ = ["make_server", "render_chart", "render_page"]
 
 #: Seconds between two reloads of the page.
 REFRESH = 2
@@ -195,41 +192,21 @@ def _handler_class(path):
     return Handler
 
 
-def serve(path, port, out=None):
-    """Serve the dashboard of ``path`` on 127.0.0.1:``port`` until Ctrl-C; the exit status."""
+def make_server(path, port):
+    """A threaded HTTP server of the dashboard of ``path`` on 127.0.0.1:``port``, bound.
+
+    Raises:
+        CheckpointError: ``path`` is not a checkpoint (checked before listening).
+        OSError: the port cannot be bound (``errno.EADDRINUSE``: it is in use).
+    """
     from http.server import HTTPServer
     from socketserver import ThreadingMixIn
 
     from .watch import read_checkpoint
-    out = sys.stdout if out is None else out
-    read_checkpoint(path)  # not a checkpoint: CheckpointError (exit 2) before listening
+    read_checkpoint(path)
 
     class Server(ThreadingMixIn, HTTPServer):
         daemon_threads = True
         allow_reuse_address = False
 
-    try:
-        server = Server(("127.0.0.1", port), _handler_class(path))
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            print("python -m batch_processor dashboard: error: port %d on 127.0.0.1 is in use "
-                  "(another dashboard?); choose another with --port N (or --port 0 for any "
-                  "free port)" % port, file=sys.stderr)
-        else:
-            print("python -m batch_processor dashboard: error: cannot listen on 127.0.0.1:%d "
-                  "(%s); choose another port with --port N" % (port, exc), file=sys.stderr)
-        return 2
-    if threading.current_thread() is threading.main_thread():
-        # Ctrl-C stops the server even where SIGINT was ignored (started with `&`).
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        print("dashboard of %s: http://127.0.0.1:%d/ (Ctrl-C to stop)"
-              % (path, server.server_address[1]), file=out)
-        out.flush()
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("dashboard stopped", file=out)
-        return 0
-    finally:
-        server.server_close()
-    return 0
+    return Server(("127.0.0.1", port), _handler_class(path))

@@ -108,7 +108,7 @@ def test_a_port_in_use_says_so_and_suggests_another(finished):
         port = taken.getsockname()[1]
         code, out, err = helpers.run_script("""
             import sys
-            from batch_processor.cli import main
+            from batch_processor.__main__ import main
             sys.exit(main(["dashboard", %r, "--port", "%d"]))
         """ % (finished, port))
     finally:
@@ -120,7 +120,7 @@ def test_a_port_in_use_says_so_and_suggests_another(finished):
 def test_a_path_that_is_not_a_checkpoint_exits_2(tmpdir):
     code, out, err = helpers.run_script("""
         import sys
-        from batch_processor.cli import main
+        from batch_processor.__main__ import main
         sys.exit(main(["dashboard", %r, "--port", "0"]))
     """ % str(tmpdir))
     assert code == 2 and "is a directory" in err and "Traceback" not in err
