@@ -85,7 +85,10 @@ def _status(args):
     if args.json:
         print(json.dumps(status.as_dict(), sort_keys=True))
     else:
-        print(format_status(status))
+        text = format_status(status)
+        if six.PY2 and isinstance(text, six.text_type):  # names and messages from JSON
+            text = text.encode(getattr(sys.stdout, "encoding", None) or "utf-8", "replace")
+        print(text)
     return 0
 
 

@@ -36,9 +36,10 @@ def format_status(status, now=None):
     header = ("processor", "fed", "in flight", "ok", "failed", "cancelled")
     rows = [header] + [(p.name, p.fed, p.in_flight, p.succeeded, p.failed, p.cancelled)
                        for p in status.processors]
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    rows = [[u"%s" % (cell,) for cell in row] for row in rows]  # names may be unicode on 2.7
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
-        cells = [str(row[0]).ljust(widths[0])] + [str(v).rjust(w) for v, w in zip(row[1:], widths[1:])]
+        cells = [row[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(row[1:], widths[1:])]
         lines.append("  ".join(cells).rstrip())
     if status.failures:
         lines += ["", "last failures (oldest first):"]

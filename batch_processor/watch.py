@@ -307,7 +307,7 @@ def _read_snapshot(db, path, history):
                                   "of batch_processor" % (path,))
         raise _NotYet("a run is creating it")
     try:
-        names = [str(name) for _, name in json.loads(meta["signature"])["processors"]]
+        names = [name for _, name in json.loads(meta["signature"])["processors"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError("%r is not a checkpoint of batch_processor (its signature cannot be "
                               "read: %s)" % (path, safe_str(exc)))

@@ -418,3 +418,21 @@ def test_status_and_export_follow_a_run_of_the_demo(tmpdir):
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert sum(1 for row in rows if row["processor"] == "Trainer") == 12
+
+
+class Accented(SeparateBatchProcessorSynchronous):
+    def _run_one_job_synchronous(self, job_descriptor):
+        raise ValueError(u"temp\xe9rature trop \xe9lev\xe9e")
+
+
+def test_names_and_messages_beyond_ascii_print(tmpdir):
+    path = str(tmpdir.join("run.sqlite"))
+    run_batch_processor(Accented(name=u"mod\xe8le"), [1], checkpoint=path)
+    assert read_checkpoint(path).processors[0].name == u"mod\xe8le"
+    code, out, err = cli("status", path)
+    assert code == 0, err
+    assert u"mod\xe8le" in out
+    if sys.version_info[0] >= 3:  # 2.7's str() of such an exception raises
+        assert u"temp\xe9rature trop \xe9lev\xe9e" in out
+    code, out, err = cli("export", path)
+    assert code == 0 and u"mod\xe8le,1,failed" in out, err
