@@ -45,7 +45,9 @@ _TABLES = [
 ]
 #: The tables of a checkpoint: a file with any other table is another application's.
 #: A new table goes in _TABLES and here.
-_OURS = frozenset(["meta", "fed", "ended", "handles", "processors", "sources", "fingerprints"])
+_OURS = frozenset(["meta", "fed", "ended", "handles", "processors", "sources", "fingerprints",
+                   # what watchers read (batch_processor._watch_record), made at the first record
+                   "watch_meta", "watch_counts", "watch_records"])
 
 StoreError = sqlite3.Error  # what a failed write raises (with OSError)
 
@@ -58,7 +60,7 @@ class Record(object):
     """One record: what changed since the previous one (see ``checkpoint``)."""
 
     __slots__ = ("number", "fed", "ended", "handles", "states", "sources", "fingerprints",
-                 "finished")
+                 "finished", "extra")
 
     def __init__(self, number):
         self.number = number
@@ -69,6 +71,7 @@ class Record(object):
         self.sources = []  # [(node, taken)]
         self.fingerprints = []  # [(node, taken, digest)]
         self.finished = False
+        self.extra = None  # write(db): more rows in the same transaction (the watchers' counts)
 
 
 class Stored(object):
@@ -182,6 +185,8 @@ class SqliteStore(object):
                                record.fingerprints)
             if record.finished:
                 db.execute("UPDATE meta SET value = '1' WHERE key = 'finished'")
+            if record.extra is not None:
+                record.extra(db)
 
     def close(self):
         if self.db is not None:

@@ -52,6 +52,7 @@ import time
 import six
 
 from . import compat
+from ._watch_record import Progress  # what watchers read (issue 20)
 from .interface import (
     BatchProcessorError, BatchProcessorResultHandle, describe, processor_name, safe_repr,
     safe_str)
@@ -61,7 +62,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["CheckpointError", "Recorder"]
+__all__ = ["CheckpointError", "Recorder", "read_checkpoint"]
 
 logger = logging.getLogger("batch_processor")
 
@@ -340,6 +341,7 @@ class Recorder(object):
         self.closed = False
         self.warned_state = set()
         self.warned_large = set()
+        self.watch = Progress(len(nodes))  # counts for watchers (batch_processor.watch)
 
     # -- opening and resuming ----------------------------------------------------------
 
@@ -523,6 +525,7 @@ class Recorder(object):
             self.next_key += len(descriptors)
             keys = range(start, start + len(descriptors))
             self.new_fed.append((start, index, descriptors))
+            self.watch.fed(index, start, len(descriptors))
         in_flight = self.in_flight[index]
         ids = list(map(id, descriptors))
         duplicates = self.duplicates
@@ -548,6 +551,7 @@ class Recorder(object):
         keys = [pop(id(handle.descriptor), None) for handle in handles]
         if self.duplicates:
             keys = self._deduplicated(index, handles, keys)
+        self.watch.collected(index, keys, handles, node.kept is not None)
         self.unconverted.setdefault(index, []).extend(zip(keys, handles))
         if self.converting is None:  # what is fed from now on comes from these handles
             self.converting = len(self.new_fed)
@@ -662,6 +666,7 @@ class Recorder(object):
         record.fingerprints = [(i, self.taken[i], digest.hexdigest())
                                for i, digest in enumerate(self.digests) if digest is not None]
         record.finished = finished
+        record.extra = self.watch.write  # counts for watchers, in the same transaction
         return record
 
     def close(self, finished=False, write=True):
@@ -818,6 +823,12 @@ _PLAIN = frozenset([int, float, bool, type(None), bytes, six.text_type, str, com
 class _Unreadable(object):
     def __init__(self, error):
         self.error = error
+
+
+def read_checkpoint(path):
+    """What the checkpoint ``path`` says of its run: see `batch_processor.watch`."""
+    from .watch import read_checkpoint as read  # imported late: watchers only
+    return read(path)
 
 
 class _Unrecorded(object):

@@ -765,6 +765,7 @@ def _run_search(search, args):
     """``search.run``; with ``--checkpoint``, the library's warnings (resuming...) on stderr."""
     if not args.checkpoint:
         return search.run(progress=args.progress, trace=args.trace)
+    _log_watch_commands(args.checkpoint)
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter(PROGRAM + ": %(message)s"))
@@ -774,6 +775,13 @@ def _run_search(search, args):
         return search.run(progress=args.progress, checkpoint=args.checkpoint, trace=args.trace)
     finally:
         library.removeHandler(handler)
+
+
+def _log_watch_commands(path):
+    """Say how to watch the search from another terminal (issue 20)."""
+    from six.moves import shlex_quote
+    _log("watch it from another terminal with `python -m batch_processor status %s` or "
+         "`python -m batch_processor dashboard %s`" % (shlex_quote(path), shlex_quote(path)))
 
 
 def _run(args):

@@ -21,7 +21,8 @@ processors, and a fan-out tree of 1,000 leaves; (4) a 2-node cycle counting each
 descriptor down from 10; (5) a Sequential processor with ``max_batch_size=1000``;
 (6) workload 1 at 20k, 200k and 1M jobs; (7) peak memory of workload 1 at 100k and
 1M jobs when only the last processor's handles are kept (one child process per
-size). On Python 3, pypeln and aiostream (the optional extra ``bench``) run
+size); (12) a checkpointed run watched by ``status`` and the dashboard against the
+same run unwatched. On Python 3, pypeln and aiostream (the optional extra ``bench``) run
 workload 1 too when they are installed.
 """
 from __future__ import absolute_import, division, print_function
@@ -118,7 +119,7 @@ class Target(object):
         return ratio < self.limit if self.strict else ratio <= self.limit
 
     def __str__(self):
-        return "%s %.1f" % ("<" if self.strict else "<=", self.limit)
+        return "%s %s" % ("<" if self.strict else "<=", self.limit)
 
 
 class Suite(object):
@@ -763,6 +764,75 @@ def workload_checkpoint(suite):
               target=Target(2.0), ratio=float(resumed["resume"]), ref="seconds")
 
 
+def workload_watched(suite):
+    """(12) A checkpointed run watched from another process against the same run unwatched.
+
+    Jobs of 1 ms (sleeping, as I/O or a GPU would) in a 4-thread pool, 3 stages,
+    ``checkpoint_interval=0.1``; the watcher (``watching.py``) reads the checkpoint
+    every 0.1 s as ``status`` does and, on Python 3, fetches the dashboard's page every
+    0.5 s. Watching must cost the run nothing: a reader never blocks the writer.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Napping(workloads.IncrementInExecutor):
+        def _run_one_job_synchronous(self, job_descriptor):
+            time.sleep(0.001)
+            return job_descriptor + 1
+
+    n = 2000 if suite.sizes.quick else 10000
+    repeats = 2 if suite.sizes.quick else 3
+    descriptors = list(range(n))
+    folder = tempfile.mkdtemp(prefix="bp-bench-")
+    pool = ThreadPoolExecutor(4)
+    runs = [0]
+    reads = []
+    try:
+        def chain():
+            runs[0] += 1
+            path = os.path.join(folder, "run%d.sqlite" % runs[0])
+            processors = [Napping(pool) for _ in range(3)]
+            graph = BatchProcessorsGraph()
+            for source, destination in zip(processors, processors[1:]):
+                graph.add_connected_processors(source, destination, workloads.results_of)
+            return path, processors, graph
+
+        def run(path, processors, graph):
+            seconds, results = timed(lambda: run_batch_processors_graph(
+                graph, {processors[0]: descriptors}, checkpoint=path, checkpoint_interval=0.1))
+            workloads.check_handles(results[processors[-1]], 3, n, "watched run")
+            return seconds
+
+        def unwatched():
+            return run(*chain())
+
+        def watched():
+            path, processors, graph = chain()
+            watcher = subprocess.Popen(
+                [sys.executable, os.path.join(HERE, "watching.py"), path],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, universal_newlines=True)
+            try:
+                if watcher.stdout.readline().strip() != "ready":
+                    raise CheckError("the watcher did not start")
+                return run(path, processors, graph)
+            finally:
+                out, _ = watcher.communicate("")
+                reads.append(out.strip())
+
+        best = measure([("unwatched", unwatched), ("watched", watched)], repeats)
+    finally:
+        pool.shutdown(wait=True)
+        shutil.rmtree(folder, ignore_errors=True)
+    name = "12 W11 watched from outside"
+    suite.row(name, "checkpoint, unwatched", n, best["unwatched"], 3)
+    suite.row(name, "status 0.1 s + dashboard", n, best["watched"], 3, "unwatched",
+              best["watched"] / best["unwatched"], Target(1.05),
+              note="watcher: %s" % (reads[-1] if reads else "?"))
+
+
 WORKLOADS = [
     ("1", workload_1),
     ("2", workload_2),
@@ -776,6 +846,7 @@ WORKLOADS = [
     ("8", workload_8),
     ("10", workload_10),
     ("11", workload_checkpoint),
+    ("12", workload_watched),
 ]
 
 

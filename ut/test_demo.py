@@ -471,6 +471,9 @@ def test_a_killed_search_run_again_with_its_checkpoint_finishes_with_the_same_ta
                                env=_demo_env(), cwd=str(tmpdir),
                                preexec_fn=_new_session_with_default_sigint)
     try:
+        watch = process.stderr.readline().decode("utf-8", "replace")  # how to watch it
+        assert ("python -m batch_processor status search.sqlite" in watch
+                and "python -m batch_processor dashboard search.sqlite" in watch)
         first = process.stderr.readline().decode("utf-8", "replace")  # the first result
         assert "new best" in first
         os.killpg(process.pid, signal.SIGKILL)  # the search, its pool and its fork server
