@@ -31,7 +31,8 @@ def launch(tmpdir, **env):
                      PYTHONPATH=os.pathsep.join([helpers.REPO_ROOT, child_env.get("PYTHONPATH", "")]))
     child_env.update((k, str(v)) for k, v in env.items())
     child = subprocess.Popen([sys.executable, SCRIPT, str(tmpdir.join("run.sqlite"))],
-                             env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             **helpers.child_options())  # its SIGINT must not be ignored
     out, err = child.communicate()
     return child.returncode, out.decode(), err.decode()
 
