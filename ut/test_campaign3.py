@@ -270,3 +270,47 @@ def test_feed_outside_a_run_names_the_processor(restore_current_loop):
         processor.feed_new([1])
     assert "lonely" in str(info.value)
     assert processor.in_flight == 0
+
+
+# -- 12. log lines and progress bars do not overwrite each other ----------------------
+
+class Writes(object):
+    """A stream that keeps every write apart."""
+
+    def __init__(self):
+        self.writes = []
+
+    def write(self, text):
+        self.writes.append(text)
+
+    def flush(self):
+        pass
+
+
+def test_log_lines_go_through_tqdm_while_bars_are_drawn():
+    pytest.importorskip("tqdm")
+    import logging
+    from batch_processor.progress import RunProgress, write_line
+    stream = Writes()
+    handler = logging.StreamHandler(stream)
+    log = logging.getLogger("batch_processor.test_campaign3")
+    log.addHandler(handler)
+    log.propagate = False
+    processor = SeparateBatchProcessorSynchronous.from_function(repr, name="bars")
+    try:
+        progress = RunProgress([processor], stream=stream, bars=True)
+        progress.fed(processor, 2)
+        log.warning("a log line")
+        write_line("a line of the program's", stream)
+        progress.close()
+        log.warning("after the bars")
+    finally:
+        log.removeHandler(handler)
+    text = "".join(stream.writes)
+    for line in ("a log line", "a line of the program's"):
+        before = text[:text.index(line)]
+        # tqdm cleared the bar (which ends in no newline) before the line was written.
+        assert before.endswith(("\r", "\n")), repr(before[-80:])
+        assert "bars:" in text[text.index(line):]  # and drew it again after it
+    assert handler.stream is stream  # the handler is given back its stream
+    assert stream.writes[-1] == "after the bars\n"
