@@ -97,7 +97,7 @@ class _LogRedirect(object):
         _BARS_ON.append(self.entry)
         self.safe = safe = _BarSafeStream(stream, bar_class)
         self.changed = []  # type: List[Any]
-        loggers = [logging.getLogger()] + [
+        loggers = [logging.root] + [
             value for value in list(logging.Logger.manager.loggerDict.values())
             if isinstance(value, logging.Logger)]
         for each in loggers:
