@@ -8,10 +8,12 @@ points at the line of the ``.rst`` file. Markers:
 * a line ``# py3 only`` in a block: the block is skipped on Python 2;
 * an RST comment ``.. test-requires: module [module ...]`` right before a block: the
   block is skipped (visibly, in the test's output) when a module is missing; the
-  pseudo-module ``python3`` is missing on Python 2.
+  pseudo-module ``python3`` is missing on Python 2, and ``run_as_a_script`` makes the
+  whole page run as a script (below), the block included: no block is left unrun
+  for want of a script.
 
-A page whose blocks start a process pool (they name ``ProcessPoolExecutor``) runs as
-a real script file in a fresh interpreter instead, each block at its line of the
+A page whose blocks start a process pool (they name ``ProcessPoolExecutor``, or
+``run_as_a_script`` is required) runs as a real script file in a fresh interpreter instead, each block at its line of the
 ``.rst``: ``spawn`` and ``forkserver`` workers import the script's ``__main__`` from
 its file, which must then be Python, not the page.
 
@@ -115,9 +117,15 @@ def pages():
     return [path for path in found if os.path.exists(path)]
 
 
+#: The pseudo-module of the blocks that need a real script (see the module docstring).
+AS_SCRIPT = "run_as_a_script"
+
+
 def _missing(modules):
     missing = []
     for name in modules:
+        if name == AS_SCRIPT:
+            continue  # such a page runs as a script
         if name == "python3":
             if sys.version_info[0] < 3:
                 missing.append(name)
@@ -145,7 +153,8 @@ def _runnable(path):
 
 
 def starts_process_pools(blocks):
-    return any("ProcessPoolExecutor" in block.code for block in blocks)
+    return any("ProcessPoolExecutor" in block.code or AS_SCRIPT in block.requires
+               for block in blocks)
 
 
 def run_page_as_script(path, directory):
@@ -209,6 +218,23 @@ def test_the_docs_have_pages():
     names = set(os.path.basename(p) for p in pages())
     assert set(["README.rst", "index.rst", "quickstart.rst", "concepts.rst", "cookbook.rst",
                 "migration.rst", "guarantees.rst", "api.rst", "changelog.rst"]) <= names
+
+
+def test_blocks_that_need_a_script_run_in_one(tmpdir):
+    page = tmpdir.join("script.rst")
+    page.write(u"\n".join([
+        u"Script", u"======", u"",
+        u".. code-block:: python", u"",
+        u"    import os", u"",
+        u".. test-requires: run_as_a_script", u"",
+        u".. code-block:: python", u"",
+        u"    if __name__ == '__main__':",
+        u"        open(os.path.join(%r, 'ran'), 'w').close()" % str(tmpdir), u""]))
+    blocks = python_blocks(str(page))
+    assert starts_process_pools(_runnable(str(page))[0])
+    assert run_page_as_script(str(page), tmpdir) == []  # nothing skipped
+    assert tmpdir.join("ran").check()
+    assert len(blocks) == 2
 
 
 def test_readme_starts_with_the_two_commands():
