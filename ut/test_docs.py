@@ -40,8 +40,7 @@ DOCS = os.path.join(REPO_ROOT, "docs")
 README = os.path.join(REPO_ROOT, "README.rst")
 
 INSTALL_COMMAND = 'pip install ".[demo]" && python -m batch_processor.demo'
-TEST_COMMAND = ('pip install "tox>=4.5,<4.6" "virtualenv<20.22" '
-                '&& tox -p 2 -o --parallel-no-spinner && bash .ci/sid-tox')
+TEST_COMMAND = 'pip install "tox>=4.5,<4.6" "virtualenv<20.22" && bash .ci/test'
 
 _DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. code-block::[ \t]*(?P<language>\S*)[ \t]*$")
 _REQUIRES = re.compile(r"^[ \t]*\.\. test-requires:(?P<modules>.*)$")
@@ -306,3 +305,50 @@ def test_a_failing_example_points_at_its_rst_line(tmpdir):
         run_page(str(page))
     assert info.traceback[-1].lineno + 1 == 7
     assert str(info.traceback[-1].path).endswith("broken.rst")
+
+
+def _fake_bin(tmpdir, names):
+    """A directory of stand-ins: ``bash`` and ``dirname`` the real ones, ``names``
+    executables that only say they ran."""
+    import stat
+    bin_dir = tmpdir.mkdir("bin")
+    for tool in ("bash", "dirname"):
+        real = None
+        for directory in ("/bin", "/usr/bin"):
+            if os.path.exists(os.path.join(directory, tool)):
+                real = os.path.join(directory, tool)
+                break
+        if real is None:
+            pytest.skip("no %s here" % tool)
+        os.symlink(real, str(bin_dir.join(tool)))
+    for name in names:
+        path = bin_dir.join(name)
+        path.write("#!/bin/sh\necho ran %s \"$@\"\n" % name)
+        path.chmod(path.stat().mode | stat.S_IXUSR)
+    return bin_dir
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
+@pytest.mark.parametrize("present, message", [
+    ([], "FATAL: tox is not on PATH"),
+    (["tox", "python3.11"], "FATAL: python2.7"),
+    (["tox", "python2.7"], "FATAL: python3.11"),
+])
+def test_the_test_command_fails_loudly_without_a_required_interpreter(tmpdir, present, message):
+    import subprocess
+    bin_dir = _fake_bin(tmpdir, [name for name in present if name == "tox"])
+    pyenv = tmpdir.mkdir("pyenv")
+    for name in present:
+        if name.startswith("python"):  # found by the script under pyenv's versions
+            version_bin = pyenv.mkdir("versions").mkdir(name).mkdir("bin")
+            target = version_bin.join(name)
+            target.write("#!/bin/sh\n")
+            target.chmod(0o755)
+    env = {"PATH": str(bin_dir), "PYENV_ROOT": str(pyenv), "HOME": str(tmpdir)}
+    process = subprocess.Popen(["bash", os.path.join(REPO_ROOT, ".ci", "test")], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               executable=str(bin_dir.join("bash")))
+    out, err = process.communicate()
+    assert process.returncode == 1
+    assert message in err.decode("utf-8", "replace")
+    assert b"ran tox" not in out  # nothing was tested, and nothing says congratulations
