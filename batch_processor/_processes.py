@@ -565,6 +565,14 @@ def _end_backport_pool(pool, thread):
             item.future.set_exception(BrokenProcessPool(
                 "the process pool was terminated with this job in it"))
     _keep_reader_open(getattr(pool, "_call_queue", None))
+    for name in ("_call_queue", "_result_queue"):
+        # A worker terminated while it wrote its result holds the result queue's write
+        # lock for good: the feeder thread that writes the shutdown's wake-up there
+        # then waits forever, and multiprocessing would join it at exit (a hang at
+        # exit, seen after closing a stream early). Exit does not wait for them.
+        queue = getattr(pool, name, None)
+        if queue is not None and hasattr(queue, "cancel_join_thread"):
+            queue.cancel_join_thread()
     _shutdown_now(pool)
     if thread is not None:
         from concurrent.futures import process as backport

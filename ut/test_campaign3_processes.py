@@ -46,6 +46,28 @@ class Troubled(SeparateBatchProcessorSynchronous):
         return descriptor
 
 
+class HoldsTheResultLock(SeparateBatchProcessorSynchronous):
+    """Job ``("hold", go, held)`` waits for the FIFO ``go``, takes its worker's
+    result-queue write lock, says so through the FIFO ``held``, and blocks: terminated,
+    the worker never gives the lock back."""
+
+    def _run_one_job_synchronous(self, descriptor):
+        if isinstance(descriptor, tuple) and descriptor[0] == "hold":
+            with open(descriptor[1]) as go:  # once the other job's result is back
+                go.read()
+            frame = sys._getframe()
+            while frame is not None and "result_queue" not in frame.f_locals:
+                frame = frame.f_back
+            queue = frame.f_locals["result_queue"]
+            lock = getattr(queue, "_wlock", None)
+            if lock is not None:
+                lock.acquire()
+            with open(descriptor[2], "w") as fifo:
+                fifo.write("held")
+            threading.Event().wait()
+        return descriptor
+
+
 def by_descriptor(handles):
     return dict((h.descriptor, h.future) for h in handles)
 
@@ -123,4 +145,37 @@ def test_the_interpreter_exits_promptly_after_a_job_timeout(tmpdir):
         SCRIPT % (os.path.dirname(os.path.abspath(__file__)),), tmpdir)
     assert code == 0, err
     assert "JobTimeoutError" in out
+    assert "Traceback" not in err
+
+
+CLOSE_SCRIPT = """from __future__ import print_function
+import os, sys
+sys.path.insert(0, %r)
+from batch_processor import iter_batch_processor
+from test_campaign3_processes import HoldsTheResultLock
+go, held = %r, %r
+os.mkfifo(go)
+os.mkfifo(held)
+processor = HoldsTheResultLock(max_parallel_jobs=2, executor="processes")
+stream = iter_batch_processor(processor, [("hold", go, held), 1])
+first = next(stream)  # the run advances while the caller waits here
+with open(go, "w"):
+    pass  # the job goes on
+with open(held) as fifo:  # until the job, in its worker, holds the lock
+    assert fifo.read() == "held"
+stream.close()  # kills the processor: its workers are terminated
+print("closed after", first.descriptor)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not hasattr(os, "setsid"),
+                    reason="POSIX FIFOs and process groups")
+def test_closing_a_stream_early_while_a_worker_holds_a_lock_exits_promptly(tmpdir):
+    # 2.7: the pool's feeder thread waited forever for the lock of the terminated
+    # worker, and multiprocessing joined it at exit.
+    code, out, err = run_in_own_group(CLOSE_SCRIPT % (
+        os.path.dirname(os.path.abspath(__file__)), str(tmpdir.join("go")),
+        str(tmpdir.join("held"))), tmpdir)
+    assert code == 0, err
+    assert "closed after 1" in out
     assert "Traceback" not in err
