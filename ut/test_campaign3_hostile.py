@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 
 from batch_processor import (
     Failure, JobTimeoutError, RetryPolicy, SeparateBatchProcessor,
-    SeparateBatchProcessorSynchronous, SequentialBatchProcessor,
-    SequentialBatchProcessorSynchronous, run_batch_processor)
+    SeparateBatchProcessorSynchronous, SequentialBatchProcessorSynchronous, run_batch_processor)
 from batch_processor.compat import asyncio
 
 from helpers import TIMEOUT

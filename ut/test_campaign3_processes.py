@@ -12,7 +12,6 @@ import pytest
 
 from batch_processor import (
     JobTimeoutError, SeparateBatchProcessorSynchronous, run_batch_processor)
-from batch_processor.compat import PY2
 from batch_processor.interface import describe
 
 from helpers import REPO_ROOT, TIMEOUT

@@ -13,9 +13,9 @@ points at the line of the ``.rst`` file. Markers:
   for want of a script.
 
 A page whose blocks start a process pool (they name ``ProcessPoolExecutor``, or
-``run_as_a_script`` is required) runs as a real script file in a fresh interpreter instead, each block at its line of the
-``.rst``: ``spawn`` and ``forkserver`` workers import the script's ``__main__`` from
-its file, which must then be Python, not the page.
+``run_as_a_script`` is required) runs as a real script file in a fresh interpreter
+instead, each block at its line of the ``.rst``: ``spawn`` and ``forkserver`` workers
+import the script's ``__main__`` from its file, which must then be Python, not the page.
 
 Blocks of other languages (``console``, ``text``...) and plain ``::`` literal blocks
 are not run. The README's two set-up commands and the API reference's coverage of the
