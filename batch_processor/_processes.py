@@ -35,6 +35,10 @@ from . import compat
 from .interface import describe, safe_repr, safe_str
 
 try:
+    from concurrent.futures.process import _RemoteTraceback
+except ImportError:  # Python 2.7's backport
+    _RemoteTraceback = None
+try:
     from concurrent.futures.process import BrokenProcessPool
 except ImportError:  # Python 2.7's backport
     class BrokenProcessPool(RuntimeError):  # type: ignore[no-redef]
@@ -132,27 +136,31 @@ def _ignore_interrupts():
 
 
 def _run_job(token, method_name, descriptor_bytes):
-    """``processor.method_name(descriptor)`` in a worker; returns ``(ok, payload)``.
+    """``processor.method_name(descriptor)`` in a worker; returns ``(kind, payload, text)``.
 
-    ``(True, bytes)``: the pickled result. ``(False, text)``: the result could not be
-    pickled, and ``text`` says why. An exception the job raises is raised again if
-    it can be pickled, else replaced by a `RuntimeError` that describes it.
+    ``("ok", bytes, None)``: the pickled result. ``("unpicklable", None, why)``: the
+    result could not be pickled. ``("raised", bytes, traceback)``: the job raised; the
+    exception is pickled here (or replaced by a `RuntimeError` that describes it), and
+    unpickled by the parent in the job's own callback, so an exception the parent cannot
+    unpickle fails that job alone instead of the pool's result queue.
     """
     processor = _PROCESSORS[token]
     descriptor = pickle.loads(descriptor_bytes)
     try:
         result = getattr(processor, method_name)(descriptor)
     except Exception as exc:
+        text = traceback.format_exc()
         try:
-            pickle.dumps(exc, _PROTOCOL)
+            return "raised", pickle.dumps(exc, _PROTOCOL), text
         except Exception:
-            raise RuntimeError("the job raised %s, which cannot be pickled back to the "
-                               "parent process:\n%s" % (safe_str(exc), traceback.format_exc()))
-        raise
+            error = RuntimeError("the job raised %s, which cannot be pickled back to the "
+                                 "parent process:\n%s" % (safe_str(exc), text))
+            return "raised", pickle.dumps(error, _PROTOCOL), text
     try:
-        return True, pickle.dumps(result, _PROTOCOL)
+        return "ok", pickle.dumps(result, _PROTOCOL), None
     except Exception as exc:
-        return False, "its result %s cannot be pickled (%s)" % (safe_repr(result), safe_str(exc))
+        return "unpicklable", None, "its result %s cannot be pickled (%s)" % (
+            safe_repr(result), safe_str(exc))
 
 
 # -- the parent side -----------------------------------------------------------------
@@ -223,22 +231,29 @@ class _JobFuture(Future):
     break with a cancelled job in their queue (their manager thread dies on
     ``InvalidStateError``). The job is then skipped if the pool is terminated (as on
     ``kill()``), or it runs and its outcome is dropped. A job already running cannot
-    be cancelled.
+    be cancelled: it is abandoned (`ProcessorPool.abandon`).
+
+    ``generation`` is the `_Generation` (pool) the job is in now, ``inner`` that pool's
+    future of it; a job moved to a fresh pool gets new ones.
     """
 
-    def __init__(self, inner, pool):
+    def __init__(self, owner, method_name, descriptor, descriptor_bytes, started):
         Future.__init__(self)
-        self._inner = inner
-        self._pool = pool  # the `ProcessorPool` that counts it as in flight, until it ends
-        self.counted = True
+        self._owner = owner  # the `ProcessorPool`
+        self.method_name = method_name
+        self.descriptor = descriptor
+        self.descriptor_bytes = descriptor_bytes
+        self.started = started
+        self.generation = None
+        self.inner = None
+        self.counted = False  # holds one of its pool's workers (as the count goes)
+        self.abandoned = False
 
     def cancel(self):
-        inner = self._inner
-        if inner.running() or inner.done():
+        inner = self.inner
+        if inner is not None and (inner.running() or inner.done()):
             if not inner.done():
-                # Abandoned where it runs (a job_timeout, a kill): it no longer holds
-                # back the start of the jobs queued behind it, whose timers must run.
-                self._pool.job_left(self)
+                self._owner.abandon(self)
             return self.cancelled()
         return self.drop()
 
@@ -260,6 +275,25 @@ class _JobFuture(Future):
                 self.set_exception(exception)
             else:
                 self.set_result(result)
+
+
+class _Generation(object):
+    """One ``ProcessPoolExecutor`` of a `ProcessorPool`, and the count of its workers' jobs.
+
+    ``occupied`` counts the jobs that hold a worker (started, abandoned ones included,
+    until they end); ``waiting`` the jobs beyond the workers, in order; ``jobs`` every
+    job not yet ended; ``abandoned`` the jobs abandoned while they run. When every
+    worker holds an abandoned job, the jobs still wanted cannot have started: the pool
+    is terminated (its hung workers with it) and they move to a fresh one.
+    """
+
+    def __init__(self, executor, workers):
+        self.executor = executor
+        self.workers = workers
+        self.occupied = 0
+        self.abandoned = 0
+        self.waiting = collections.deque()
+        self.jobs = []
 
 
 class ProcessorCopies(object):
@@ -294,12 +328,10 @@ class ProcessorPool(ProcessorCopies):
         self.processor = processor
         self.workers = workers
         self.token = next(_tokens)
-        self.pool = None
+        self.generation = None  # the current `_Generation`: a ProcessPoolExecutor
         self.broken = False
         self.closed = False
         self.lock = threading.Lock()
-        self.in_flight = 0  # submitted and not yet ended
-        self.waiting = collections.deque()  # ``started`` of each job beyond the workers
         with _live_lock:
             _live.add(self)
 
@@ -309,21 +341,32 @@ class ProcessorPool(ProcessorCopies):
     # -- pools ----------------------------------------------------------------------
 
     def current_pool(self):
+        return self.current_generation().executor
+
+    def current_generation(self):
         with self.lock:
             if self.closed:
                 raise RuntimeError("%s: its process pool was shut down (the processor was "
                                    "stopped or killed); make a new processor to run more jobs"
                                    % describe(self.processor))
             stale = None
-            if self.pool is not None and (self.broken or getattr(self.pool, "_broken", False)):
-                stale, self.pool = self.pool, None
-            if self.pool is None:
-                self.pool = self.new_pool()
+            generation = self.generation
+            if generation is not None and (
+                    self.broken or getattr(generation.executor, "_broken", False)):
+                stale, self.generation = generation, None
+            if self.generation is None:
+                self.generation = _Generation(self.new_pool(), self.workers)
                 self.broken = False
-            pool = self.pool
+            generation = self.generation
         if stale is not None:  # outside the lock: its manager thread's callbacks take it
-            _terminate(stale)
-        return pool
+            _terminate(stale.executor)
+        return generation
+
+    @property
+    def pool(self):
+        """The current ``ProcessPoolExecutor``, or ``None``."""
+        generation = self.generation
+        return None if generation is None else generation.executor
 
     def new_pool(self):
         processor = self.processor
@@ -352,22 +395,33 @@ class ProcessorPool(ProcessorCopies):
                 "be pickled (%s); feed picklable descriptors to a processor with "
                 "executor=\"processes\"" % (describe(processor), safe_repr(descriptor),
                                              safe_str(exc)))
-        pool = self.current_pool()
+        outer = _JobFuture(self, method_name, descriptor, descriptor_bytes, started)
+        self.place(outer)
+        return outer
+
+    def place(self, outer):
+        """Submit the job ``outer`` to the current pool (a fresh one if it broke)."""
+        generation = self.current_generation()
         try:
-            inner = self.submit_inner(pool, method_name, descriptor_bytes)
+            inner = self.submit_inner(generation.executor, outer.method_name,
+                                      outer.descriptor_bytes)
         except BrokenProcessPool:
             self.broken = True
-            inner = self.submit_inner(self.current_pool(), method_name, descriptor_bytes)
-        outer = _JobFuture(inner, self)
+            generation = self.current_generation()
+            inner = self.submit_inner(generation.executor, outer.method_name,
+                                      outer.descriptor_bytes)
         with self.lock:
-            self.in_flight += 1
-            waits = self.in_flight > self.workers
-            if waits:
-                self.waiting.append(started)
-        if started is not None and not waits:
-            started()
-        inner.add_done_callback(lambda done: self.job_done(outer, done, pool, descriptor))
-        return outer
+            outer.generation, outer.inner = generation, inner
+            generation.jobs.append(outer)
+            starts = generation.occupied < generation.workers
+            if starts:
+                generation.occupied += 1
+                outer.counted = True
+            else:
+                generation.waiting.append(outer)
+        if starts and outer.started is not None:
+            outer.started()
+        inner.add_done_callback(lambda done: self.job_done(outer, done, generation))
 
     def submit_inner(self, pool, method_name, descriptor_bytes):
         if _FORKED_WORKERS:
@@ -383,19 +437,76 @@ class ProcessorPool(ProcessorCopies):
                     _swap_sigint(previous)
         return pool.submit(_run_job, self.token, method_name, descriptor_bytes)
 
-    def job_left(self, outer):
-        """``outer`` ended or was abandoned: the oldest waiting job counts as started."""
-        with self.lock:
-            if not outer.counted:
-                return
-            outer.counted = False
-            self.in_flight -= 1
-            started = self.waiting.popleft() if self.waiting else None
-        if started is not None:
-            started()
+    def leave(self, outer, generation):
+        """``outer`` ended in ``generation`` (lock held): its worker, if it held one, takes
+        the oldest waiting job. Returns that job, whose ``started()`` is to be called."""
+        try:
+            generation.jobs.remove(outer)
+        except ValueError:
+            return None
+        if not outer.counted:
+            try:
+                generation.waiting.remove(outer)
+            except ValueError:
+                pass
+            return None
+        outer.counted = False
+        generation.occupied -= 1
+        if outer.abandoned:
+            generation.abandoned -= 1
+        if generation.waiting:
+            following = generation.waiting.popleft()
+            following.counted = True
+            generation.occupied += 1
+            return following
+        return None
 
-    def job_done(self, outer, inner, pool, descriptor):
-        self.job_left(outer)  # a worker is free: the oldest waiting job starts there
+    def abandon(self, outer):
+        """The running job ``outer`` is abandoned (a job_timeout, a kill): its worker is
+        still busy with it. Once every worker of its pool is, the pool is terminated
+        (the hung workers with it) and the jobs still wanted move to a fresh pool: none
+        of them can have started."""
+        with self.lock:
+            generation = outer.generation
+            if outer.abandoned or generation is None or outer not in generation.jobs:
+                return
+            outer.abandoned = True
+            if not outer.counted:  # counted as waiting: it holds a worker all the same
+                try:
+                    generation.waiting.remove(outer)
+                except ValueError:
+                    pass
+                outer.counted = True
+                generation.occupied += 1
+            generation.abandoned += 1
+            if generation.abandoned < generation.workers:
+                return
+            if self.generation is generation:
+                self.generation = None
+            moving = [job for job in generation.jobs if not job.abandoned and not job.done()]
+            for job in generation.jobs:
+                job.generation = None  # the outcomes of that pool are not wanted any more
+            generation.jobs, generation.waiting = [], collections.deque()
+            closed = self.closed
+        _terminate(generation.executor)
+        for job in moving:
+            if closed:
+                job.settle(exception=BrokenProcessPool("the process pool was shut down"))
+                continue
+            job.counted = False
+            try:
+                self.place(job)
+            except Exception as exc:  # shut down meanwhile: the job fails, alone
+                job.settle(exception=exc)
+
+    def job_done(self, outer, inner, generation):
+        with self.lock:
+            if outer.generation is not generation:
+                return  # moved to another pool, or that pool was terminated for good
+            following = self.leave(outer, generation)
+            outer.generation = None
+        if following is not None and following.started is not None and not following.done():
+            following.started()
         if inner.cancelled():  # by the pool itself (shut down with cancel_futures)
             outer.drop()
             return
@@ -403,25 +514,38 @@ class ProcessorPool(ProcessorCopies):
         if exc is not None:
             if isinstance(exc, BrokenProcessPool):
                 with self.lock:
-                    if self.pool is pool:
+                    if self.generation is generation:
                         self.broken = True
             outer.settle(exception=exc)
             return
         if outer.done():
             return  # cancelled while it waited: its result is not wanted
-        ok, payload = inner.result()
-        if not ok:
+        kind, payload, text = inner.result()
+        if kind == "unpicklable":
             outer.settle(exception=TypeError(
                 "%s: the job %s cannot send its result back from its worker process: %s; "
                 "return picklable values from a processor with executor=\"processes\""
-                % (describe(self.processor), safe_repr(descriptor), payload)))
+                % (describe(self.processor), safe_repr(outer.descriptor), text)))
             return
         try:
-            result = pickle.loads(payload)
+            value = pickle.loads(payload)
         except Exception as exc:
-            outer.settle(exception=exc)
+            what = "the exception it raised" if kind == "raised" else "its result"
+            error = TypeError(
+                "%s: the job %s sent back %s, which cannot be unpickled in this process "
+                "(%s); raise and return objects that unpickle (their classes importable, "
+                "their __init__ or __reduce__ able to rebuild them)%s"
+                % (describe(self.processor), safe_repr(outer.descriptor), what, safe_str(exc),
+                   (":\n" + text) if text else ""))
+            error.__cause__ = exc
+            outer.settle(exception=error)
+            return
+        if kind == "raised":
+            if _RemoteTraceback is not None and text:
+                value.__cause__ = _RemoteTraceback(text)
+            outer.settle(exception=value)
         else:
-            outer.settle(result)
+            outer.settle(value)
 
     def submit(self, fn, *args, **kwargs):
         """``fn(*args, **kwargs)`` in a worker, as ``Executor.submit`` (everything pickled)."""
@@ -433,8 +557,9 @@ class ProcessorPool(ProcessorCopies):
         """Shut the pool down for good; ``kill``: terminate the workers first."""
         with self.lock:
             self.closed = True
-            pool, self.pool = self.pool, None
-        if pool is not None:
+            generation, self.generation = self.generation, None
+        if generation is not None:
+            pool = generation.executor
             if kill:
                 _terminate(pool)
             else:
@@ -502,10 +627,36 @@ def _end_backport_pool(pool, thread):
         if item is not None and not item.future.done():
             item.future.set_exception(BrokenProcessPool(
                 "the process pool was terminated with this job in it"))
+    _keep_reader_open(getattr(pool, "_call_queue", None))
+    for name in ("_call_queue", "_result_queue"):
+        # A worker terminated while it wrote its result holds the result queue's write
+        # lock for good: the feeder thread that writes the shutdown's wake-up there
+        # then waits forever, and multiprocessing would join it at exit (a hang at
+        # exit, seen after closing a stream early). Exit does not wait for them.
+        queue = getattr(pool, name, None)
+        if queue is not None and hasattr(queue, "cancel_join_thread"):
+            queue.cancel_join_thread()
     _shutdown_now(pool)
     if thread is not None:
         from concurrent.futures import process as backport
         getattr(backport, "_threads_queues", {}).pop(thread, None)
+
+
+def _keep_reader_open(call_queue):
+    """2.7: the manager thread closes the call queue once it handed the dead workers their
+    sentinels, but its feeder thread may still be writing them to the pipe: with the
+    read end closed too, it fails with ``EPIPE`` and prints a traceback (not at exit).
+    Closing then only ends the feeder, after it wrote what it holds; the read end
+    stays open (a few bytes in the pipe) until the queue is collected."""
+    if call_queue is None or not hasattr(call_queue, "_close"):
+        return
+
+    def close(queue=call_queue):
+        queue._closed = True
+        end_feeder, queue._close = queue._close, None
+        if end_feeder is not None:
+            end_feeder()
+    call_queue.close = close
 
 
 def _shutdown_now(pool):
@@ -524,6 +675,22 @@ def shutdown_all():
 
 
 atexit.register(shutdown_all)
+if hasattr(threading, "_register_atexit"):  # Python 3.9+
+    # concurrent.futures joins the pools' manager threads at threading's exit, before
+    # atexit handlers run, and a manager thread waits for its workers' jobs: one
+    # abandoned in a hung worker would hold exit for good. Registered after that join
+    # (the module imported it above), this runs before it and terminates such pools.
+    threading._register_atexit(lambda: _end_abandoned())
+
+
+def _end_abandoned():
+    """Terminate the pools that have a job abandoned in a worker (the interpreter exits)."""
+    with _live_lock:
+        pools = list(_live)
+    for pool in pools:
+        generation = pool.generation
+        if generation is not None and generation.abandoned:
+            pool.shutdown(kill=True)
 
 
 def default_workers():

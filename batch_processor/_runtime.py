@@ -217,7 +217,10 @@ class Runtime(Port):
         """The bound loop; bind to the thread's loop first if there is none (or it closed)."""
         loop = self.loop
         if loop is None or loop.is_closed():
-            loop = compat.current_loop()
+            try:
+                loop = compat.current_loop()
+            except RuntimeError as exc:
+                raise RuntimeError("%s: %s" % (describe(self.processor), exc))
             self.bind(loop)
         return loop
 
@@ -396,7 +399,14 @@ class Runtime(Port):
         return future
 
     def failed_future(self, exc, source=None):
-        """A future failed with ``exc`` (and the traceback of the future ``source``)."""
+        """A future failed with ``exc`` (and the traceback of the future ``source``).
+
+        A future refuses ``StopIteration`` (asyncio up to 3.11 raises its own
+        ``TypeError``): it becomes a ``RuntimeError`` naming the processor, whose
+        ``__cause__`` it is, as for a job run in a thread.
+        """
+        if isinstance(exc, StopIteration):
+            exc = _from_stop_iteration(self.processor, exc)
         future = self.new_future()
         compat.fail(future, exc, source)
         compat.exception_of(future)  # the handle reports it; asyncio must not log it as lost
@@ -479,7 +489,7 @@ class Runtime(Port):
             current.append(future)
             observer = self.observer if self.observes_attempts else None
             if observer is not None:
-                observer.job_started(processor, future, argument, attempt)
+                self.attempt_started(observer, future, argument, attempt)
             if on_start is not None and not self.signals_start:
                 on_start()
             try:
@@ -496,7 +506,8 @@ class Runtime(Port):
                 for timer in current[1:]:
                     timer.cancel()
             if observer is not None:
-                observer.ended(future, "timeout" if expired else None)
+                observer.ended(future, "timeout" if expired
+                               else self.attempt_outcome(argument, future))
             if future.cancelled():
                 if not expired:
                     raise Return(future)  # cancelled by someone else: not retried
@@ -513,6 +524,14 @@ class Runtime(Port):
                            self.describe_attempt(argument), safe_repr(exc), delay)
             if delay > 0:
                 yield From(asyncio.sleep(delay))
+
+    def attempt_started(self, observer, future, argument, attempt):
+        """Tell ``observer`` that the attempt ``attempt`` of ``argument`` (``future``) started."""
+        observer.job_started(self.processor, future, argument, attempt)
+
+    def attempt_outcome(self, argument, future):
+        """How the done attempt ``future`` ended, for an observer (``None``: read the future)."""
+        return None
 
     def expire(self, future, expired):
         logger.warning("%s: an attempt ran longer than job_timeout=%s s and is cancelled",
@@ -539,6 +558,13 @@ class Runtime(Port):
 
     def stopped(self):
         """The processor became STOPPED or KILLED: release what it owns."""
+
+
+def _from_stop_iteration(processor, exc):
+    error = RuntimeError("%s: a job or a batch raised StopIteration (a next() on an exhausted "
+                         "iterator?); raise another exception" % describe(processor))
+    error.__cause__ = exc
+    return error
 
 
 def _settled(future, waiter):

@@ -231,6 +231,8 @@ class ExecutorRuntime(object):
             return future
         if executor is self.owned_executor:
             executor_future.bp_owned = executor
+        elif call is _call_started:
+            executor_future.bp_on_start = on_start  # see `start_waiting_timers`
         self.executor_futures[future] = executor_future
         executor_future.add_done_callback(functools.partial(self.executor_done, future))
         return future
@@ -319,6 +321,18 @@ class ExecutorRuntime(object):
                 # for the jobs that follow, until it returns.
                 owned._grow(1)
                 executor_future.add_done_callback(lambda _: owned._grow(-1))
+            else:
+                self.start_waiting_timers()
             logger.warning("%s: a job already running in its executor cannot be interrupted; "
                            "it is abandoned and its result will be discarded",
                            describe(self.processor))
+
+    def start_waiting_timers(self):
+        """A job is abandoned in a thread pool of the user's, which cannot grow: the
+        jobs that wait there for a thread may never get one, so their ``job_timeout``
+        counts from now (a job that then starts keeps the timer already running)."""
+        for executor_future in list(self.executor_futures.values()):
+            on_start = getattr(executor_future, "bp_on_start", None)
+            if on_start is not None and not executor_future.running() \
+                    and not executor_future.done():
+                on_start()

@@ -757,8 +757,8 @@ def print_report(outcome, top, out=None, err=None):
 
 
 def _log(line):
-    print("%s: %s" % (PROGRAM, line), file=sys.stderr)
-    sys.stderr.flush()
+    from .progress import write_line  # through tqdm while --progress bars are drawn
+    write_line("%s: %s" % (PROGRAM, line), sys.stderr)
 
 
 def _run_search(search, args):

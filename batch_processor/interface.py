@@ -443,8 +443,24 @@ def safe_repr(obj, limit=200):
         except Exception:  # pragma: no cover - a type without a name
             kind = "object"
         text = "<%s object (its repr raised %s)>" % (kind, type(exc).__name__)
+    text = _ascii_on_py2(text)
     if len(text) > limit:
         text = text[:limit - 15] + "...(%d chars)" % len(text)
+    return text
+
+
+def _ascii_on_py2(text):
+    # type: (str) -> str
+    """Python 2: a byte string with non-ASCII bytes (a ``repr`` may return one) escaped.
+
+    Mixed with unicode text (a log line, a JSON trace), such bytes raise
+    ``UnicodeDecodeError``; escaped, they read the same everywhere.
+    """
+    if six.PY2 and isinstance(text, bytes):
+        try:
+            text.decode("ascii")
+        except UnicodeDecodeError:
+            return text.decode("latin-1").encode("ascii", "backslashreplace")
     return text
 
 
@@ -459,6 +475,7 @@ def safe_str(exc):
         raise
     except BaseException:
         text = "(its str() raised)"
+    text = _ascii_on_py2(text)
     try:
         kind = type(exc).__name__
     except Exception:  # pragma: no cover

@@ -53,6 +53,78 @@ _BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_f
 _bar_class = []  # type: List[Any]  # [the tqdm subclass], or [None] without tqdm
 
 
+_BARS_ON = []  # type: List[Any]  # (stream, tqdm class) of the bars being drawn now
+
+
+def write_line(text, stream=None):
+    # type: (str, Optional[IO[str]]) -> None
+    """Write the line ``text`` to ``stream`` (``None``: ``sys.stderr``), through
+    ``tqdm.write`` while progress bars are drawn there, so that neither overwrites
+    the other."""
+    stream = sys.stderr if stream is None else stream
+    for bar_stream, bar_class in list(_BARS_ON):
+        if bar_stream is stream:
+            bar_class.write(text, file=stream)
+            return
+    stream.write(text + "\n")
+    stream.flush()
+
+
+class _BarSafeStream(object):
+    """A stream whose writes go through ``tqdm.write``: bars cleared, then redrawn."""
+
+    def __init__(self, stream, bar_class):
+        self._bp_stream = stream
+        self._bp_bar_class = bar_class
+
+    def write(self, text):
+        if text:
+            self._bp_bar_class.write(text, file=self._bp_stream, end="")
+
+    def flush(self):
+        self._bp_stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._bp_stream, name)
+
+
+class _LogRedirect(object):
+    """While bars are drawn on ``stream``: the logging handlers that write there
+    (``logging.lastResort`` included) write through ``tqdm.write`` instead."""
+
+    def __init__(self, stream, bar_class):
+        self.entry = (stream, bar_class)
+        _BARS_ON.append(self.entry)
+        self.safe = safe = _BarSafeStream(stream, bar_class)
+        self.changed = []  # type: List[Any]
+        loggers = [logging.root] + [
+            value for value in list(logging.Logger.manager.loggerDict.values())
+            if isinstance(value, logging.Logger)]
+        for each in loggers:
+            for handler in list(each.handlers):
+                if (type(handler) is logging.StreamHandler
+                        and getattr(handler, "stream", None) is stream):
+                    handler.stream = safe
+                    self.changed.append(handler)
+        self.last_resort = getattr(logging, "lastResort", None)
+        if self.last_resort is not None and stream is sys.stderr:
+            replacement = logging.StreamHandler(safe)
+            replacement.setLevel(self.last_resort.level)
+            logging.lastResort = replacement
+
+    def restore(self):
+        for handler in self.changed:
+            if handler.stream is self.safe:
+                handler.stream = self.entry[0]
+        if self.last_resort is not None and logging.lastResort is not self.last_resort \
+                and getattr(logging.lastResort, "stream", None) is self.safe:
+            logging.lastResort = self.last_resort
+        try:
+            _BARS_ON.remove(self.entry)
+        except ValueError:
+            pass
+
+
 def count_outcomes(handles):
     # type: (Iterable[BatchProcessorResultHandle]) -> Tuple[int, int, int]
     """Return ``(ok, failed, cancelled)``: how the jobs of ``handles`` ended.
@@ -129,6 +201,7 @@ class RunProgress(object):
         self._interval = interval
         self._last = None  # when the display was last redrawn
         self._bars = None
+        self._redirect = None  # the log handlers sent through tqdm while bars are drawn
         if bar_class is not None:
             self._guard(self._open_bars, bar_class)
 
@@ -208,7 +281,12 @@ class RunProgress(object):
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
-        self._guard(self._finish)
+        try:
+            self._guard(self._finish)
+        finally:
+            redirect, self._redirect = self._redirect, None
+            if redirect is not None:  # the log handlers as they were, whatever happened
+                redirect.restore()
 
     # -- reading the counts -------------------------------------------------------
 
@@ -291,6 +369,7 @@ class RunProgress(object):
                       mininterval=0, miniters=1, smoothing=0.1, bar_format=_BAR_FORMAT)
             for label in self._labels]
         self._last = _clock()
+        self._redirect = _LogRedirect(self._stream, bar_class)
 
     def _redraw(self, now):
         self._last = now

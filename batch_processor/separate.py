@@ -143,8 +143,13 @@ class SeparateRuntime(Runtime):
 
     def start_all(self, descriptors):
         launch = self.launch
-        for descriptor in descriptors:
-            launch(descriptor)
+        remaining = iter(descriptors)
+        try:
+            for descriptor in remaining:
+                launch(descriptor)
+        except BaseException:  # KeyboardInterrupt, SystemExit: the run is interrupted
+            self.queue.extend(remaining)  # not lost: started as jobs end, or killed
+            raise
 
     def start(self, descriptors):
         self.queue.extend(descriptors)
@@ -152,13 +157,17 @@ class SeparateRuntime(Runtime):
 
     def fill(self):
         queue, running, cap, launch = self.queue, self.running, self.cap, self.launch
-        while queue and len(running) < cap:
+        while queue and (cap is None or len(running) < cap):
             launch(queue.popleft())
 
     def launch_one(self, descriptor):
         if logger.isEnabledFor(_DEBUG):
             logger.debug("%s: job %s starts", describe(self.processor), safe_repr(descriptor))
-        future = self.guarded(self.attempt, descriptor)
+        try:
+            future = self.guarded(self.attempt, descriptor)
+        except BaseException:  # KeyboardInterrupt, SystemExit: the run is interrupted
+            self.abort_start(descriptor)
+            raise
         if self.observer is not None:
             self.observer.job_started(self.processor, future, descriptor)
         self.running[future] = descriptor
@@ -167,9 +176,23 @@ class SeparateRuntime(Runtime):
     def launch_attempts(self, descriptor):
         if logger.isEnabledFor(_DEBUG):
             logger.debug("%s: job %s starts", describe(self.processor), safe_repr(descriptor))
-        task = self.loop.create_task(self.attempts(descriptor))
+        try:
+            task = self.loop.create_task(self.attempts(descriptor))  # eager: runs now
+        except BaseException:  # KeyboardInterrupt, SystemExit: the run is interrupted
+            self.abort_start(descriptor)
+            raise
         self.running[task] = descriptor
         task.add_done_callback(self.attempts_done)
+
+    def abort_start(self, descriptor):
+        """The start of ``descriptor``'s job raised KeyboardInterrupt or SystemExit.
+
+        The job still counts as running, with a future of its own that the kill
+        which ends the interrupted run cancels: nothing fed is lost.
+        """
+        future = self.new_future()
+        self.running[future] = descriptor
+        future.add_done_callback(self.job_done)
 
     @library_callback
     def job_done(self, future):

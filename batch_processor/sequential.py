@@ -96,6 +96,7 @@ class SequentialRuntime(Runtime):
         if getattr(processor, "job_timeout", None) is not None or \
                 getattr(processor, "retry", None) is not None:
             self.launch = self.launch_attempts
+            self.observes_attempts = True  # each attempt is an event, not the batch whole
 
     def reset(self):
         self.queue = collections.deque()
@@ -135,8 +136,14 @@ class SequentialRuntime(Runtime):
         self.batch = batch
         logger.debug("%s: a batch of %d descriptors starts", describe(self.processor), len(batch))
         # A batch that cannot start (its _executor raises...) fails, alone.
-        future = self.batch_future = self.guarded(self.launch, batch)
-        if self.observer is not None:
+        try:
+            future = self.batch_future = self.guarded(self.launch, batch)
+        except BaseException:  # KeyboardInterrupt, SystemExit: the run is interrupted
+            # The batch still has a future, which the kill that follows cancels.
+            future = self.batch_future = self.new_future()
+            future.add_done_callback(self.batch_done)
+            raise
+        if self.observer is not None and not self.observes_attempts:
             self.observer.batch_started(self.processor, future, batch)
         future.add_done_callback(self.batch_done)
 
@@ -155,6 +162,12 @@ class SequentialRuntime(Runtime):
             self.timer = None
             timer.cancel()
         return waiting
+
+    def attempt_started(self, observer, future, batch, attempt):
+        observer.batch_started(self.processor, future, batch)
+
+    def attempt_outcome(self, batch, future):
+        return _batch_outcome(future, batch, self)  # its results may be wrong
 
     def timer_fired(self):
         self.timer = None
@@ -205,7 +218,7 @@ class SequentialRuntime(Runtime):
 
     @library_callback
     def batch_done(self, future):
-        if self.observer is not None:
+        if self.observer is not None and not self.observes_attempts:
             self.observer.ended(future, _batch_outcome(
                 future, self.batch if future is self.batch_future else None, self))
         if future is not self.batch_future:

@@ -76,6 +76,20 @@ def outcome_of(future):
     return "failed"
 
 
+def _plain(value):
+    """``value`` (an event) with every string made text that JSON can encode."""
+    if isinstance(value, dict):
+        return dict((_plain(k), _plain(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (int, float)) or value is None:
+        return value
+    return u"%s" % (safe_repr(value, REPR_LIMIT),) if not isinstance(value, type(u"")) \
+        else value
+
+
 class TraceWriter(object):
     """The trace of one run, written to ``path``; the observer of its processors' runtimes.
 
@@ -235,7 +249,10 @@ class TraceWriter(object):
         """Append ``event``; a file that fails (a full disk) never fails the run."""
         if self._broken:
             return
-        text = json.dumps(event, sort_keys=True, ensure_ascii=True)
+        try:
+            text = json.dumps(event, sort_keys=True, ensure_ascii=True)
+        except (TypeError, ValueError):  # 2.7: a byte string of a user's that is not UTF-8
+            text = json.dumps(_plain(event), sort_keys=True, ensure_ascii=True)
         try:
             if self._first:
                 self._first = False

@@ -243,18 +243,31 @@ class UnsafeThreadPoolExecutor(Executor):
             future = Future()
             pool.queue.put((future, fn, args, kwargs))
             if not pool.idle.acquire(False) and len(pool.threads) < self._max_workers:
-                thread = threading.Thread(name="%s_%d" % (self._prefix, len(pool.threads)),
-                                          target=_work, args=(pool,))
-                thread.daemon = True
-                thread.start()
-                pool.threads.add(thread)
+                self._start_worker()
             return future
+
+    def _start_worker(self):
+        """Start one more worker thread (``self._pool.lock`` held)."""
+        pool = self._pool
+        thread = threading.Thread(name="%s_%d" % (self._prefix, len(pool.threads)),
+                                  target=_work, args=(pool,))
+        thread.daemon = True
+        thread.start()
+        pool.threads.add(thread)
 
     def _grow(self, count):
         """Allow ``count`` more (or, negative, fewer) workers: a worker held by an
-        abandoned job is replaced, and the allowance returns when that job ends."""
-        with self._pool.lock:
+        abandoned job is replaced, and the allowance returns when that job ends.
+
+        The replacement starts at once if jobs wait in the queue: they would
+        otherwise wait for a ``submit`` that may never come.
+        """
+        pool = self._pool
+        with pool.lock:
             self._max_workers += count
+            if (count > 0 and not self._shutdown and not pool.broken and not _EXITING
+                    and not pool.queue.empty() and len(pool.threads) < self._max_workers):
+                self._start_worker()
 
     def shutdown(self, wait=True, cancel_futures=False):
         """Stop accepting jobs and let the workers exit once the queue is drained.

@@ -343,6 +343,19 @@ def results_of(handles):
     return dict((h.descriptor, h.future.result()) for h in handles)
 
 
+def default_sigint_in_child():
+    """In a child process, before it runs Python: SIGINT as by default. The test command
+    may run with SIGINT ignored (an ``&`` job of a non-interactive shell), and a child
+    inherits that: it would then never see the Ctrl-C a test sends it."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def child_options():
+    """``subprocess.Popen`` keywords for a child that must see SIGINT (POSIX)."""
+    return {"preexec_fn": default_sigint_in_child} if os.name == "posix" else {}
+
+
 def run_script(source=None, path=None):
     """Run Python ``source`` (or the file ``path``) in a fresh interpreter.
 
@@ -356,7 +369,8 @@ def run_script(source=None, path=None):
         command = [sys.executable, "-c", textwrap.dedent(source)]
     else:
         command = [sys.executable, path]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               **child_options())
     timer = threading.Timer(TIMEOUT, process.kill)
     timer.start()
     try:

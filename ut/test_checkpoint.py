@@ -45,7 +45,8 @@ def start(tmpdir, **env):
     child_env.update((k, str(v)) for k, v in env.items())
     return subprocess.Popen([sys.executable, SCRIPT, str(tmpdir.join("run.sqlite"))],
                             env=child_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE,
+                            **helpers.child_options())  # its SIGINT must not be ignored
 
 
 def fingerprinted(tmpdir):

@@ -8,12 +8,14 @@ points at the line of the ``.rst`` file. Markers:
 * a line ``# py3 only`` in a block: the block is skipped on Python 2;
 * an RST comment ``.. test-requires: module [module ...]`` right before a block: the
   block is skipped (visibly, in the test's output) when a module is missing; the
-  pseudo-module ``python3`` is missing on Python 2.
+  pseudo-module ``python3`` is missing on Python 2, and ``run_as_a_script`` makes the
+  whole page run as a script (below), the block included: no block is left unrun
+  for want of a script.
 
-A page whose blocks start a process pool (they name ``ProcessPoolExecutor``) runs as
-a real script file in a fresh interpreter instead, each block at its line of the
-``.rst``: ``spawn`` and ``forkserver`` workers import the script's ``__main__`` from
-its file, which must then be Python, not the page.
+A page whose blocks start a process pool (they name ``ProcessPoolExecutor``, or
+``run_as_a_script`` is required) runs as a real script file in a fresh interpreter
+instead, each block at its line of the ``.rst``: ``spawn`` and ``forkserver`` workers
+import the script's ``__main__`` from its file, which must then be Python, not the page.
 
 Blocks of other languages (``console``, ``text``...) and plain ``::`` literal blocks
 are not run. The README's two set-up commands and the API reference's coverage of the
@@ -38,8 +40,7 @@ DOCS = os.path.join(REPO_ROOT, "docs")
 README = os.path.join(REPO_ROOT, "README.rst")
 
 INSTALL_COMMAND = 'pip install ".[demo]" && python -m batch_processor.demo'
-TEST_COMMAND = ('pip install "tox>=4.5,<4.6" "virtualenv<20.22" '
-                '&& tox -p 2 -o --parallel-no-spinner && bash .ci/sid-tox')
+TEST_COMMAND = 'pip install "tox>=4.5,<4.6" "virtualenv<20.22" && bash .ci/test'
 
 _DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. code-block::[ \t]*(?P<language>\S*)[ \t]*$")
 _REQUIRES = re.compile(r"^[ \t]*\.\. test-requires:(?P<modules>.*)$")
@@ -115,9 +116,15 @@ def pages():
     return [path for path in found if os.path.exists(path)]
 
 
+#: The pseudo-module of the blocks that need a real script (see the module docstring).
+AS_SCRIPT = "run_as_a_script"
+
+
 def _missing(modules):
     missing = []
     for name in modules:
+        if name == AS_SCRIPT:
+            continue  # such a page runs as a script
         if name == "python3":
             if sys.version_info[0] < 3:
                 missing.append(name)
@@ -145,7 +152,8 @@ def _runnable(path):
 
 
 def starts_process_pools(blocks):
-    return any("ProcessPoolExecutor" in block.code for block in blocks)
+    return any("ProcessPoolExecutor" in block.code or AS_SCRIPT in block.requires
+               for block in blocks)
 
 
 def run_page_as_script(path, directory):
@@ -209,6 +217,23 @@ def test_the_docs_have_pages():
     names = set(os.path.basename(p) for p in pages())
     assert set(["README.rst", "index.rst", "quickstart.rst", "concepts.rst", "cookbook.rst",
                 "migration.rst", "guarantees.rst", "api.rst", "changelog.rst"]) <= names
+
+
+def test_blocks_that_need_a_script_run_in_one(tmpdir):
+    page = tmpdir.join("script.rst")
+    page.write(u"\n".join([
+        u"Script", u"======", u"",
+        u".. code-block:: python", u"",
+        u"    import os", u"",
+        u".. test-requires: run_as_a_script", u"",
+        u".. code-block:: python", u"",
+        u"    if __name__ == '__main__':",
+        u"        open(os.path.join(%r, 'ran'), 'w').close()" % str(tmpdir), u""]))
+    blocks = python_blocks(str(page))
+    assert starts_process_pools(_runnable(str(page))[0])
+    assert run_page_as_script(str(page), tmpdir) == []  # nothing skipped
+    assert tmpdir.join("ran").check()
+    assert len(blocks) == 2
 
 
 def test_readme_starts_with_the_two_commands():
@@ -280,3 +305,50 @@ def test_a_failing_example_points_at_its_rst_line(tmpdir):
         run_page(str(page))
     assert info.traceback[-1].lineno + 1 == 7
     assert str(info.traceback[-1].path).endswith("broken.rst")
+
+
+def _fake_bin(tmpdir, names):
+    """A directory of stand-ins: ``bash`` and ``dirname`` the real ones, ``names``
+    executables that only say they ran."""
+    import stat
+    bin_dir = tmpdir.mkdir("bin")
+    for tool in ("bash", "dirname"):
+        real = None
+        for directory in ("/bin", "/usr/bin"):
+            if os.path.exists(os.path.join(directory, tool)):
+                real = os.path.join(directory, tool)
+                break
+        if real is None:
+            pytest.skip("no %s here" % tool)
+        os.symlink(real, str(bin_dir.join(tool)))
+    for name in names:
+        path = bin_dir.join(name)
+        path.write("#!/bin/sh\necho ran %s \"$@\"\n" % name)
+        path.chmod(path.stat().mode | stat.S_IXUSR)
+    return bin_dir
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
+@pytest.mark.parametrize("present, message", [
+    ([], "FATAL: tox is not on PATH"),
+    (["tox", "python3.11"], "FATAL: python2.7"),
+    (["tox", "python2.7"], "FATAL: python3.11"),
+])
+def test_the_test_command_fails_loudly_without_a_required_interpreter(tmpdir, present, message):
+    import subprocess
+    bin_dir = _fake_bin(tmpdir, [name for name in present if name == "tox"])
+    pyenv = tmpdir.mkdir("pyenv")
+    for name in present:
+        if name.startswith("python"):  # found by the script under pyenv's versions
+            version_bin = pyenv.mkdir("versions").mkdir(name).mkdir("bin")
+            target = version_bin.join(name)
+            target.write("#!/bin/sh\n")
+            target.chmod(0o755)
+    env = {"PATH": str(bin_dir), "PYENV_ROOT": str(pyenv), "HOME": str(tmpdir)}
+    process = subprocess.Popen(["bash", os.path.join(REPO_ROOT, ".ci", "test")], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               executable=str(bin_dir.join("bash")))
+    out, err = process.communicate()
+    assert process.returncode == 1
+    assert message in err.decode("utf-8", "replace")
+    assert b"ran tox" not in out  # nothing was tested, and nothing says congratulations

@@ -18,7 +18,7 @@ from batch_processor import (
     SeparateBatchProcessorSynchronous, SequentialBatchProcessorSynchronous,
     ProcessorState, run_batch_processor, run_batch_processors_graph)
 from batch_processor.compat import PY2, Return, coroutine
-from helpers import make_process_pool  # spawns its workers: the test process runs threads
+from helpers import child_options, make_process_pool  # the pool spawns its workers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -165,7 +165,7 @@ SIGINT_SCRIPT = textwrap.dedent("""
 def test_ctrl_c_ends_a_run_with_threads_blocked_forever():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [ROOT, os.environ.get("PYTHONPATH")] if p))
     child = subprocess.Popen([sys.executable, "-c", SIGINT_SCRIPT], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env=env)
+                             stderr=subprocess.PIPE, env=env, **child_options())
     try:
         assert child.stdout.readline() == b"blocked\n"
         child.send_signal(signal.SIGINT)
