@@ -385,6 +385,28 @@ class Runtime(object):
                 "or decorate it with batch_processor.compat.coroutine)"
                 % (describe(self.processor), method.__name__, safe_repr(job))))
 
+    # -- admission: may a job (Separate) or a batch (Sequential) start now? ----------
+    #
+    # One place answers it for every kind: `admits`, asked before a job or batch is
+    # started; when something that held a slot ends, the kind's `slot_freed` starts
+    # what may start now. The rules, each with its own name:
+
+    #: ``max_parallel_jobs``: at most this many started and not ended (``None``: no cap).
+    cap = None
+    #: The process-pool queue-depth rule: this many more may be handed to an executor
+    #: that queues them itself (an owned process pool, so that a worker never idles
+    #: while the loop hears of an end); they count as running only once a worker
+    #: takes them.
+    queue_ahead = 0
+
+    def admits(self, started):
+        """Whether one more job or batch may start now, ``started`` being under way."""
+        cap = self.cap
+        return cap is None or started < cap + self.queue_ahead
+
+    def slot_freed(self):
+        """A job or batch that held a slot ended: start what may start now."""
+
     # -- attempts: job_timeout and retry ----------------------------------------------
 
     def attempt(self, argument, on_start=None):  # pragma: no cover - each kind implements it

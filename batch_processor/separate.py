@@ -151,9 +151,11 @@ class SeparateRuntime(Runtime):
         self.fill()
 
     def fill(self):
-        queue, running, cap, launch = self.queue, self.running, self.cap, self.launch
-        while queue and len(running) < cap:
+        queue, running, admits, launch = self.queue, self.running, self.admits, self.launch
+        while queue and admits(len(running)):
             launch(queue.popleft())
+
+    slot_freed = fill
 
     def launch_one(self, descriptor):
         if logger.isEnabledFor(_DEBUG):
@@ -195,7 +197,7 @@ class SeparateRuntime(Runtime):
             _log_end(self.processor, descriptor, outcome)
         self.end([Handle(descriptor, outcome)])
         if self.queue:
-            self.fill()
+            self.slot_freed()
 
     # -- one attempt, and many -------------------------------------------------------
 
@@ -266,7 +268,7 @@ class _ThreadRuntime(ExecutorRuntime, SeparateRuntime):
             # As many jobs again wait in the pool's own queue, so that a worker never
             # idles while the loop hears of an end and submits the next job; the pool
             # has max_parallel_jobs workers, so no more than that many run at once.
-            self.cap += processor._default_processes or default_workers()
+            self.queue_ahead = processor._default_processes or default_workers()
 
     def attempt(self, descriptor, on_start=None):
         return self.submit(self.processor._executor, descriptor, on_start)

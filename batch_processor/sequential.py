@@ -88,6 +88,7 @@ class SequentialRuntime(Runtime):
 
     settles_at_end = True
     observes_attempts = False  # the observer sees each batch whole (started, ended)
+    cap = 1  # one batch at a time
 
     def __init__(self, processor):
         Runtime.__init__(self, processor)
@@ -118,7 +119,7 @@ class SequentialRuntime(Runtime):
     def next_batch(self):
         self.start_scheduled = False
         queue = self.queue
-        if self.batch is not None or not queue:
+        if not queue or not self.admits(0 if self.batch is None else 1):
             return
         size = self.processor.max_batch_size
         if self.wait is not None and self.keep_waiting(size):
@@ -155,6 +156,9 @@ class SequentialRuntime(Runtime):
             self.timer = None
             timer.cancel()
         return waiting
+
+    def slot_freed(self):
+        self.next_batch()
 
     def timer_fired(self):
         self.timer = None
@@ -231,7 +235,7 @@ class SequentialRuntime(Runtime):
         logger.debug("%s: a batch of %d descriptors ended", describe(self.processor), len(batch))
         self.end(handles)
         if self.queue:
-            self.next_batch()
+            self.slot_freed()
 
     def check_results(self, batch, results):
         if not isinstance(results, (list, tuple)):
