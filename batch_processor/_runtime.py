@@ -399,13 +399,52 @@ class Runtime(object):
     #: takes them.
     queue_ahead = 0
 
-    def admits(self, started):
-        """Whether one more job or batch may start now, ``started`` being under way."""
+    def admits(self, started, holding_units=False):
+        """Whether one more job or batch may start now, ``started`` being under way.
+
+        A job that will hold units (``holding_units``) never waits in an executor's
+        queue: it would keep them from the jobs that could run.
+        """
         cap = self.cap
-        return cap is None or started < cap + self.queue_ahead
+        return cap is None or started < cap + (0 if holding_units else self.queue_ahead)
 
     def slot_freed(self):
         """A job or batch that held a slot ended: start what may start now."""
+
+    # The shared-resources rule (``uses=``, see ``batch_processor.resources``): a job
+    # or batch that may start asks for its units, and starts when they are granted
+    # (at once, or later from the loop through a callback). An attempt holds them
+    # while it runs; `launch_devices` are the device ids of the attempt being
+    # launched, read by the executor bridge and by `devices_launched`.
+
+    #: The device ids of the attempt being launched now (only while it is launched).
+    launch_devices = ()
+
+    def acquire(self, callback):
+        """A ``resources.Request`` for the processor's ``uses``, or ``None`` if it uses none.
+
+        ``callback(request)`` is called from the loop if the units are granted later.
+        """
+        uses = self.processor.uses
+        if uses is None:
+            return None
+        from . import resources
+        return resources.acquire(uses, self.loop, callback)
+
+    def launch_holding(self, request, launch, argument):
+        """``launch(argument)`` for an attempt that holds the units of ``request``."""
+        held = request.devices
+        if not held:
+            return launch(argument)
+        from . import resources
+        self.launch_devices = held
+        try:
+            # (a task that runs its first step at once, eagerly, reads them here)
+            future = resources.call_with_devices(held, launch, argument)
+        finally:
+            self.launch_devices = ()
+        resources.set_task_devices(future, held)  # a coroutine's task: devices() reads it
+        return future
 
     # -- attempts: job_timeout and retry ----------------------------------------------
 
@@ -433,10 +472,12 @@ class Runtime(object):
                 self.processor.job_timeout, self.expire, attempt[0], expired))
 
     @coroutine
-    def attempts(self, argument):
+    def attempts(self, argument, units=None):
         """Run attempts of ``argument`` (a job's descriptor, a batch) until one succeeds
         or the retry policy gives up.
 
+        Each attempt asks for the processor's units (``units``: a request already
+        granted for the first one) and gives them back when it ends.
         Returns the last attempt's (done) future, so the handle carries its outcome
         exactly; its exception is never raised here, so a ``SystemExit`` from a
         worker thread cannot stop the loop.
@@ -449,7 +490,22 @@ class Runtime(object):
             current, expired, on_start = [], [], None
             if timeout is not None:
                 on_start = functools.partial(self.arm_timer, current, expired)
-            future = self.guarded(functools.partial(self.attempt, on_start=on_start), argument)
+            launch = functools.partial(self.attempt, on_start=on_start)
+            request, units = units, None  # a first attempt may come with its units
+            if request is None:
+                waiter = self.new_future()
+                request = self.acquire(functools.partial(_granted, waiter))
+                if request is not None and not request.granted:
+                    try:
+                        yield From(waiter)  # no units held meanwhile
+                    except CancelledError:
+                        request.release()
+                        raise
+            if request is None:
+                future = self.guarded(launch, argument)
+            else:
+                future = self.guarded(
+                    functools.partial(self.launch_holding, request, launch), argument)
             current.append(future)
             observer = self.observer if self.observes_attempts else None
             if observer is not None:
@@ -469,6 +525,8 @@ class Runtime(object):
             finally:
                 for timer in current[1:]:
                     timer.cancel()
+                if request is not None:
+                    request.release()  # however the attempt ended; the back-off holds none
             if observer is not None:
                 observer.ended(future, "timeout" if expired else None)
             if future.cancelled():
@@ -513,6 +571,13 @@ class Runtime(object):
 
     def stopped(self):
         """The processor became STOPPED or KILLED: release what it owns."""
+
+
+def _granted(waiter, request):
+    if waiter.done():
+        request.release()  # pragma: no cover - cancelled as the grant came
+    else:
+        waiter.set_result(None)
 
 
 def _settled(future, waiter):

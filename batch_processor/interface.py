@@ -346,6 +346,18 @@ class BaseBatchProcessor(AbstractBatchProcessor):
         clone.__dict__.update(shared)
         return clone
 
+    # -- options --------------------------------------------------------------------
+
+    @property
+    def uses(self):
+        """``{Resource: units}`` a job (or batch) holds while its attempt runs, or ``None``."""
+        return self.__dict__.get("_bp_uses")
+
+    @uses.setter
+    def uses(self, value):
+        from .resources import check_uses
+        self.__dict__["_bp_uses"] = check_uses(self, value)
+
     # -- the runtime ----------------------------------------------------------------
 
     def _bp_runtime(self):

@@ -97,12 +97,14 @@ class _SeparateBase(BaseBatchProcessor):
     job_timeout = None
     retry = None
 
-    def __init__(self, max_parallel_jobs=None, job_timeout=None, retry=None, name=None):
+    def __init__(self, max_parallel_jobs=None, job_timeout=None, retry=None, name=None,
+                 uses=None):
         _check_options(type(self), max_parallel_jobs, job_timeout, retry, name)
         self.max_parallel_jobs = max_parallel_jobs
         self.job_timeout = job_timeout
         self.retry = retry
         self.name = name
+        self.uses = uses
 
     @classmethod
     def from_function(cls, fn, **options):
@@ -132,30 +134,60 @@ class SeparateRuntime(Runtime):
         guarded = processor.job_timeout is not None or processor.retry is not None
         self.cap = processor.max_parallel_jobs
         self.launch = self.launch_attempts if guarded else self.launch_one
-        if self.cap is None:
-            self.start = self.start_all
+        self.per_attempt = guarded  # its attempts ask for their units themselves
 
     def reset(self):
         self.queue = collections.deque()
         self.running = {}
+        self.admitting = collections.OrderedDict()  # request -> descriptor waiting for units
+        self.holding = {}  # future of a started job -> the request of the units it holds
 
     # -- starting jobs ------------------------------------------------------------
 
-    def start_all(self, descriptors):
-        launch = self.launch
-        for descriptor in descriptors:
-            launch(descriptor)
-
     def start(self, descriptors):
+        if self.cap is None and not self.queue and self.processor.uses is None:
+            launch = self.launch  # the hot path: nothing to wait for
+            for descriptor in descriptors:
+                launch(descriptor)
+            return
         self.queue.extend(descriptors)
         self.fill()
 
     def fill(self):
         queue, running, admits, launch = self.queue, self.running, self.admits, self.launch
-        while queue and admits(len(running)):
-            launch(queue.popleft())
+        if self.per_attempt or self.processor.uses is None:
+            while queue and admits(len(running)):
+                launch(queue.popleft())
+            return
+        admitting = self.admitting
+        while queue and admits(len(running) + len(admitting), True):
+            descriptor = queue.popleft()
+            request = self.acquire(self.admitted)
+            if request is None or request.granted:
+                self.launch_granted(descriptor, request)
+            else:
+                admitting[request] = descriptor  # it waits for its units, in its turn
 
     slot_freed = fill
+
+    @library_callback
+    def admitted(self, request):
+        """The units a job waited for are granted (from the loop)."""
+        descriptor = self.admitting.pop(request, _NOTHING)
+        if descriptor is _NOTHING:
+            request.release()  # its job was killed meanwhile
+            return
+        self.launch_granted(descriptor, request)
+
+    def launch_granted(self, descriptor, request):
+        if request is None:
+            self.launch_one(descriptor)
+            return
+        future = self.launch_holding(request, self.launch_one, descriptor)
+        if future is not None and future in self.running:
+            self.holding[future] = request
+        else:  # pragma: no cover - it could not start
+            request.release()
 
     def launch_one(self, descriptor):
         if logger.isEnabledFor(_DEBUG):
@@ -165,6 +197,7 @@ class SeparateRuntime(Runtime):
             self.observer.job_started(self.processor, future, descriptor)
         self.running[future] = descriptor
         future.add_done_callback(self.job_done)
+        return future
 
     def launch_attempts(self, descriptor):
         if logger.isEnabledFor(_DEBUG):
@@ -187,6 +220,10 @@ class SeparateRuntime(Runtime):
     def finish(self, future, outcome):
         """The job of ``future`` ended with the done future ``outcome``."""
         descriptor = self.running.pop(future, _NOTHING)
+        if self.holding:
+            request = self.holding.pop(future, None)
+            if request is not None:
+                request.release()  # the attempt ended: its units go back
         if not outcome.cancelled():
             exception_of(outcome)  # retrieved: the handle carries it
         if self.observer is not None:
@@ -207,6 +244,7 @@ class SeparateRuntime(Runtime):
     def orphan_all(self):
         running, self.running = self.running, {}
         descriptors = list(running.values())
+        descriptors.extend(self.release_units())
         descriptors.extend(self.queue)
         self.queue.clear()
         return descriptors
@@ -216,9 +254,18 @@ class SeparateRuntime(Runtime):
         for future in running:
             self.cancel_attempt(future)
         descriptors = list(running.values())
+        descriptors.extend(self.release_units())
         descriptors.extend(self.queue)
         self.queue.clear()
         return descriptors
+
+    def release_units(self):
+        """Give back every unit held or asked for; return the descriptors that waited."""
+        holding, self.holding = self.holding, {}
+        admitting, self.admitting = self.admitting, collections.OrderedDict()
+        for request in list(holding.values()) + list(admitting):
+            request.release()
+        return list(admitting.values())
 
 
 def _log_end(processor, descriptor, future):
@@ -247,6 +294,8 @@ class SeparateBatchProcessor(_SeparateBase):
         retry: a `RetryPolicy`, or ``None`` for one attempt.
         name: what messages, logs, progress and pictures call the processor
             (``None``: its class name).
+        uses: ``{Resource: units}``: a job starts only when these units are free,
+            and holds them while its attempt runs (``None``: no shared resource).
     """
 
     _runtime_class = _CoroutineRuntime
@@ -281,7 +330,7 @@ class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
     """Runs the plain function ``_run_one_job_synchronous(descriptor)`` in ``self._executor``.
 
     Args:
-        max_parallel_jobs, job_timeout, retry, name: as for `SeparateBatchProcessor`.
+        max_parallel_jobs, job_timeout, retry, name, uses: as for `SeparateBatchProcessor`.
         executor: ``None`` or ``"threads"`` (a thread pool the processor owns),
             ``"processes"`` (a process pool it owns, of ``max_parallel_jobs``
             workers, default the number of CPUs, each holding a copy of the processor
@@ -298,8 +347,8 @@ class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
     _runtime_class = _ThreadRuntime
 
     def __init__(self, max_parallel_jobs=None, job_timeout=None, retry=None, name=None,
-                 executor=None):
-        _SeparateBase.__init__(self, max_parallel_jobs, job_timeout, retry, name)
+                 executor=None, uses=None):
+        _SeparateBase.__init__(self, max_parallel_jobs, job_timeout, retry, name, uses)
         self._bp_set_executor(executor)
 
     @property
