@@ -188,9 +188,13 @@ class _JobFuture(Future):
         self._inner = inner
         self._pool = pool  # the `ProcessorPool` that counts it as in flight, until it ends
         self.counted = True
+        self.started = False  # a worker took it (as the pool counts: see ProcessorPool)
+        self.on_start = None  # the ``started`` callback of `ProcessorPool.submit_job`
 
     def cancel(self):
         inner = self._inner
+        if not self.started and not inner.done():
+            return self.drop()  # still queued: nothing is abandoned
         if inner.running() or inner.done():
             if not inner.done():
                 # Abandoned where it runs (a job_timeout, a kill): it no longer holds
@@ -257,7 +261,7 @@ class ProcessorPool(ProcessorCopies):
         self.closed = False
         self.lock = threading.Lock()
         self.in_flight = 0  # submitted and not yet ended
-        self.waiting = collections.deque()  # ``started`` of each job beyond the workers
+        self.waiting = collections.deque()  # the `_JobFuture` of each job beyond the workers
         with _live_lock:
             _live.add(self)
 
@@ -317,11 +321,14 @@ class ProcessorPool(ProcessorCopies):
             self.broken = True
             inner = self.submit_inner(self.current_pool(), method_name, descriptor_bytes)
         outer = _JobFuture(inner, self)
+        outer.on_start = started
         with self.lock:
             self.in_flight += 1
             waits = self.in_flight > self.workers
             if waits:
-                self.waiting.append(started)
+                self.waiting.append(outer)
+            else:
+                outer.started = True
         if started is not None and not waits:
             started()
         inner.add_done_callback(lambda done: self.job_done(outer, done, pool, descriptor))
@@ -357,7 +364,11 @@ class ProcessorPool(ProcessorCopies):
                 return
             outer.counted = False
             self.in_flight -= 1
-            started = self.waiting.popleft() if self.waiting else None
+            started = None
+            if self.waiting:
+                waiting = self.waiting.popleft()
+                waiting.started = True
+                started = waiting.on_start
         if started is not None:
             started()
 

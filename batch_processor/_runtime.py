@@ -488,7 +488,13 @@ class Runtime(object):
         while True:
             attempt += 1
             current, expired, on_start = [], [], None
-            if timeout is not None:
+            observer = self.observer if self.observes_attempts else None
+            announce = None  # [observer, argument, attempt] until a worker takes it
+            if observer is not None and self.signals_start:
+                announce = [observer, argument, attempt]
+                on_start = functools.partial(self.attempt_started, current, expired, announce,
+                                             timeout is not None)
+            elif timeout is not None:
                 on_start = functools.partial(self.arm_timer, current, expired)
             launch = functools.partial(self.attempt, on_start=on_start)
             request, units = units, None  # a first attempt may come with its units
@@ -507,8 +513,7 @@ class Runtime(object):
                 future = self.guarded(
                     functools.partial(self.launch_holding, request, launch), argument)
             current.append(future)
-            observer = self.observer if self.observes_attempts else None
-            if observer is not None:
+            if observer is not None and announce is None:
                 observer.job_started(processor, future, argument, attempt)
             if on_start is not None and not self.signals_start:
                 on_start()
@@ -520,7 +525,7 @@ class Runtime(object):
                 elif not future.cancelled():
                     exception_of(future)  # ended as we were killed: nobody else will look
                 if observer is not None:
-                    observer.ended(future, "cancelled")
+                    self.report_end(observer, future, "cancelled", announce)
                 raise
             finally:
                 for timer in current[1:]:
@@ -528,7 +533,7 @@ class Runtime(object):
                 if request is not None:
                     request.release()  # however the attempt ended; the back-off holds none
             if observer is not None:
-                observer.ended(future, "timeout" if expired else None)
+                self.report_end(observer, future, "timeout" if expired else None, announce)
             if future.cancelled():
                 if not expired:
                     raise Return(future)  # cancelled by someone else: not retried
@@ -545,6 +550,28 @@ class Runtime(object):
                            self.describe_attempt(argument), safe_repr(exc), delay)
             if delay > 0:
                 yield From(asyncio.sleep(delay))
+
+    def attempt_started(self, current, expired, announce, timed):
+        """A worker took the attempt ``current[0]``: it runs from now (see `attempts`)."""
+        if announce and current:
+            observer, argument, attempt = announce
+            del announce[:]
+            observer.job_started(self.processor, current[0], argument, attempt)
+        if timed:
+            self.arm_timer(current, expired)
+
+    def report_end(self, observer, future, outcome, announce=None):
+        """Tell ``observer`` that the attempt of ``future`` ended.
+
+        An attempt never announced (``announce`` still set) waited in an executor's
+        queue: if it was cancelled there it never ran, and is not shown at all; if it
+        ran (its start was heard too late), it is shown as it ended.
+        """
+        if announce:
+            if future.cancelled() and not outcome == "timeout":
+                return
+            observer.job_started(self.processor, future, announce[1], announce[2])
+        observer.ended(future, outcome)
 
     def expire(self, future, expired):
         logger.warning("%s: an attempt ran longer than job_timeout=%s s and is cancelled",

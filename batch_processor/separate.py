@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 import abc
 import collections
+import functools
 import logging
 import numbers
 
@@ -141,6 +142,7 @@ class SeparateRuntime(Runtime):
         self.running = {}
         self.admitting = collections.OrderedDict()  # request -> descriptor waiting for units
         self.holding = {}  # future of a started job -> the request of the units it holds
+        self.unannounced = {}  # future of a job still queued in its executor -> descriptor
 
     # -- starting jobs ------------------------------------------------------------
 
@@ -192,12 +194,29 @@ class SeparateRuntime(Runtime):
     def launch_one(self, descriptor):
         if logger.isEnabledFor(_DEBUG):
             logger.debug("%s: job %s starts", describe(self.processor), safe_repr(descriptor))
-        future = self.guarded(self.attempt, descriptor)
-        if self.observer is not None:
-            self.observer.job_started(self.processor, future, descriptor)
+        observer = self.observer
+        if observer is None:
+            future = self.guarded(self.attempt, descriptor)
+        elif self.signals_start:  # shown when a worker takes it, not while it is queued
+            key = []
+            future = self.guarded(functools.partial(self.attempt, on_start=functools.partial(
+                self.announce, key, descriptor)), descriptor)
+            key.append(future)
+            self.unannounced[future] = descriptor
+        else:
+            future = self.guarded(self.attempt, descriptor)
+            observer.job_started(self.processor, future, descriptor)
         self.running[future] = descriptor
         future.add_done_callback(self.job_done)
         return future
+
+    def announce(self, key, descriptor):
+        """A worker took the job of ``key[0]``: the observer sees it run from now."""
+        future = key[0]
+        if self.unannounced.pop(future, _NOTHING) is not _NOTHING:
+            observer = self.observer
+            if observer is not None:  # (ended already, if its end came in the same burst)
+                observer.job_started(self.processor, future, descriptor)
 
     def launch_attempts(self, descriptor):
         if logger.isEnabledFor(_DEBUG):
@@ -226,8 +245,13 @@ class SeparateRuntime(Runtime):
                 request.release()  # the attempt ended: its units go back
         if not outcome.cancelled():
             exception_of(outcome)  # retrieved: the handle carries it
-        if self.observer is not None:
-            self.observer.ended(future)  # an attempts' task: not an attempt, ignored
+        observer = self.observer
+        if observer is not None:
+            announce = None
+            if self.unannounced and future in self.unannounced:
+                announce = [observer, self.unannounced.pop(future), 1]
+            # (an attempts' task is not an attempt: the observer ignores it)
+            self.report_end(observer, future, None, announce)
         if descriptor is _NOTHING:
             return  # killed: its handle was made then
         if logger.isEnabledFor(_DEBUG):
@@ -251,7 +275,9 @@ class SeparateRuntime(Runtime):
 
     def cancel_all(self):
         running, self.running = self.running, {}
-        for future in running:
+        # The latest first: a job still queued in its executor is dropped there before
+        # an earlier one frees a worker that it would take (and be abandoned in).
+        for future in reversed(list(running)):
             self.cancel_attempt(future)
         descriptors = list(running.values())
         descriptors.extend(self.release_units())

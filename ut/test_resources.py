@@ -7,6 +7,7 @@ the test resolves, so every ordering is forced by the test. The only clock is
 from __future__ import absolute_import, division, print_function
 
 import copy
+import json
 import os
 import pickle
 import threading
@@ -463,3 +464,92 @@ def test_graph_with_resources_units_never_exceed_capacity_and_every_job_ends():
         assert [r.in_use for r in resources] == [0] * len(resources)
 
     check()
+
+
+# -- what progress and traces show -----------------------------------------------------------
+
+class Recorder(object):
+    """An observer (as progress and traces are): the descriptors whose attempts started."""
+
+    def __init__(self, loop):
+        self.started, self.ends = [], []
+        self.first = new_future(loop)
+
+    def job_started(self, processor, key, descriptor, attempt=1):
+        self.started.append(descriptor)
+        if not self.first.done():
+            self.first.set_result(None)
+
+    def batch_started(self, processor, key, batch):
+        self.job_started(processor, key, list(batch))
+
+    def ended(self, key, outcome=None):
+        self.ends.append(key)
+
+
+def test_a_job_waiting_for_units_is_not_shown_running(loop):
+    gpu = Resource("gpu", capacity=1)
+    gates = _futures(loop, ["first"])
+    recorder = Recorder(loop)
+    processor = Held([], gates, {}, uses={gpu: 1})
+    processor._bp_attach(loop).observe(recorder)
+    processor.feed_new(["first", "second"])
+    run(loop, recorder.first)
+    assert recorder.started == ["first"]  # "second" waits for the unit
+    gates["first"].set_result(None)
+    run(loop, collect(processor))
+    assert recorder.started == ["first", "second"]
+
+
+def _pause(descriptor):
+    return descriptor
+
+
+def test_a_trace_never_shows_more_jobs_running_than_units(tmpdir):
+    licence = Resource("licence", capacity=1)
+    path = str(tmpdir.join("trace.json"))
+    first = SeparateBatchProcessorSynchronous.from_function(
+        _pause, uses={licence: 1}, name="first")
+    second = SeparateBatchProcessor.from_function(
+        _coroutine_pause, uses={licence: 1}, name="second")
+    graph = BatchProcessorsGraph()
+    graph.add_connected_processors(first, second, lambda *handles: [
+        h.future.result() for h in handles])
+    run_batch_processors_graph(graph, {first: list(range(6))}, trace=path)
+    with open(path) as stream:
+        events = [e for e in json.load(stream) if e["ph"] == "X" and e["cat"] == "job"]
+    assert len(events) == 12
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events)
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert end <= start + 1  # one at a time (1 microsecond of rounding)
+
+
+@coroutine
+def _coroutine_pause(descriptor):
+    yield From(asyncio.sleep(0))
+    raise Return(descriptor)
+
+
+def _read_fifo(path):
+    with open(path) as stream:
+        return stream.read()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_jobs_queued_in_an_owned_pool_are_not_running_nor_abandoned(loop, tmpdir, caplog):
+    fifos = [str(tmpdir.join(name)) for name in ("running", "queued")]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    processor = SeparateBatchProcessorSynchronous.from_function(
+        _read_fifo, max_parallel_jobs=1, executor="processes")
+    recorder = Recorder(loop)
+    processor._bp_attach(loop).observe(recorder)
+    processor.feed_new(fifos)  # both go to the pool: the second waits in its queue
+    run(loop, recorder.first)
+    assert recorder.started == [fifos[0]]
+    caplog.clear()
+    processor.kill()
+    abandoned = [r for r in caplog.records if "abandoned" in r.getMessage()]
+    assert len(abandoned) == 1  # the running job; the queued one never started
+    assert recorder.started == [fifos[0]]
+    assert sorted(outcome(h)[0] for h in processor.get_ready()) == ["cancelled", "cancelled"]
