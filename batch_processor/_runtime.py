@@ -33,7 +33,7 @@ from __future__ import absolute_import, division, print_function
 import functools
 import logging
 
-from . import compat
+from . import compat, resources
 from .compat import CancelledError, From, Return, asyncio, coroutine, exception_of
 from .interface import (
     BatchProcessorResultHandle, JobTimeoutError, ProcessorState, ProcessorStateError, describe,
@@ -408,6 +408,13 @@ class Runtime(object):
         cap = self.cap
         return cap is None or started < cap + (0 if holding_units else self.queue_ahead)
 
+    def room(self, started, holding_units=False):
+        """How many more may start now (``None``: no limit); see `admits`."""
+        cap = self.cap
+        if cap is None:
+            return None
+        return cap + (0 if holding_units else self.queue_ahead) - started
+
     def slot_freed(self):
         """A job or batch that held a slot ended: start what may start now."""
 
@@ -428,7 +435,6 @@ class Runtime(object):
         uses = self.processor.uses
         if uses is None:
             return None
-        from . import resources
         return resources.acquire(uses, self.loop, callback)
 
     def launch_holding(self, request, launch, argument):
@@ -436,7 +442,6 @@ class Runtime(object):
         held = request.devices
         if not held:
             return launch(argument)
-        from . import resources
         self.launch_devices = held
         try:
             # (a task that runs its first step at once, eagerly, reads them here)

@@ -17,6 +17,7 @@ import numbers
 
 import attr
 
+from . import resources
 from ._processes import default_workers
 from ._runtime import Runtime, library_callback
 from ._synchronous import ExecutorRuntime, SynchronousMixin
@@ -161,11 +162,19 @@ class SeparateRuntime(Runtime):
             while queue and admits(len(running)):
                 launch(queue.popleft())
             return
-        admitting = self.admitting
+        uses, admitting, holding = self.processor.uses, self.admitting, self.holding
         while queue and admits(len(running) + len(admitting), True):
+            if not admitting:  # none of ours waits: take what is free for many at once
+                room = self.room(len(running), True)
+                taken = resources.take(uses, len(queue) if room is None else min(room, len(queue)))
+                if taken:
+                    launch_one = self.launch_one
+                    for _ in range(taken):
+                        holding[launch_one(queue.popleft())] = uses
+                    continue
             descriptor = queue.popleft()
-            request = self.acquire(self.admitted)
-            if request is None or request.granted:
+            request = resources.acquire(uses, self.loop, self.admitted)
+            if request.granted:
                 self.launch_granted(descriptor, request)
             else:
                 admitting[request] = descriptor  # it waits for its units, in its turn
@@ -240,9 +249,9 @@ class SeparateRuntime(Runtime):
         """The job of ``future`` ended with the done future ``outcome``."""
         descriptor = self.running.pop(future, _NOTHING)
         if self.holding:
-            request = self.holding.pop(future, None)
-            if request is not None:
-                request.release()  # the attempt ended: its units go back
+            held = self.holding.pop(future, None)
+            if held is not None:  # the attempt ended: its units go back
+                _give_back(held)
         if not outcome.cancelled():
             exception_of(outcome)  # retrieved: the handle carries it
         observer = self.observer
@@ -289,9 +298,17 @@ class SeparateRuntime(Runtime):
         """Give back every unit held or asked for; return the descriptors that waited."""
         holding, self.holding = self.holding, {}
         admitting, self.admitting = self.admitting, collections.OrderedDict()
-        for request in list(holding.values()) + list(admitting):
-            request.release()
+        for held in list(holding.values()) + list(admitting):
+            _give_back(held)
         return list(admitting.values())
+
+
+def _give_back(held):
+    """Give back what a job holds: a ``resources.Request``, or ``uses`` from ``take``."""
+    if type(held) is dict:
+        resources.give_back(held)
+    else:
+        held.release()
 
 
 def _log_end(processor, descriptor, future):

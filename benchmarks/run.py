@@ -556,6 +556,21 @@ def workload_8(suite):
               1, "the same without 20 MB", best["library+20MB"] / best["library"], Target(1.1))
 
 
+def workload_resources(suite):
+    """(12): workload 1's chain whose processors use a Resource that never runs short."""
+    import functools
+    from batch_processor import Resource
+    n = suite.sizes.chain_n
+    licence = Resource("licence", capacity=3 * n)  # every job of the chain at once
+    using = functools.partial(workloads.Increment, uses={licence: 1})
+    best = measure([
+        ("without", library_chain(workloads.Increment, n)),
+        ("with", library_chain(using, n)),
+    ], suite.sizes.chain_repeats)
+    suite.row("12 chain of 3, uses={Resource: 1}", "library", n, best["with"], 3,
+              "the same without uses", best["with"] / best["without"], Target(1.1))
+
+
 def workload_10(suite):
     """(10): a Sequential processor with max_batch_wait fed one at a time; see ``real``."""
     n = suite.sizes.batching_n
@@ -776,6 +791,7 @@ WORKLOADS = [
     ("8", workload_8),
     ("10", workload_10),
     ("11", workload_checkpoint),
+    ("12", workload_resources),
 ]
 
 
@@ -850,7 +866,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI (< 1 min)")
     parser.add_argument("--json", metavar="PATH", help="write the rows as JSON to PATH")
-    parser.add_argument("--only", metavar="LIST", help="comma-separated workloads to run (1-8, 10)")
+    parser.add_argument("--only", metavar="LIST", help="comma-separated workloads to run (1-8, 10-12)")
     parser.add_argument("--profile", action="store_true",
                         help="profile workloads 1 and 2 with cProfile instead of timing them")
     parser.add_argument("--profile-n", type=int, default=20000, help="N for --profile")
