@@ -323,6 +323,10 @@ class BaseBatchProcessor(AbstractBatchProcessor):
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_bp_rt", None)
+        # Units are counted where the graph runs: a copy in a worker process needs no
+        # ``uses``, and a checkpoint restored keeps the processor's own (its Resources
+        # are shared with other processors; a pickled one would share nothing).
+        state.pop("_bp_uses", None)
         for name in self._bp_not_pickled:
             state.pop(name, None)
         return state

@@ -51,10 +51,11 @@ class Resource(object):
             ``capacity`` is their number. A job holding units of it reads the ids it
             holds from `batch_processor.devices()`.
 
-    A Resource is an identity: copies of it (``copy``, ``deepcopy``) are itself. A
-    pickled Resource (a processor sent to a worker process) unpickles as a new,
-    unshared Resource of the same name, capacity and devices: units are counted in
-    the process that runs the graph, never in workers.
+    A Resource is an identity: copies of it (``copy``, ``deepcopy``) are itself.
+    Units are counted in the process that runs the graph, never in workers: a
+    processor pickled (to a worker process, into a checkpoint) leaves its ``uses``
+    behind, and a Resource pickled on its own unpickles as a new, unshared Resource
+    of the same name, capacity and devices.
     """
 
     def __init__(self, name, capacity=None, devices=None):

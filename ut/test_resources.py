@@ -316,16 +316,32 @@ def test_two_runs_in_two_threads_never_exceed_the_capacity():
     assert peak[0] <= 2 and licence.in_use == 0
 
 
+def test_uses_set_between_runs_takes_effect_in_the_next_run():
+    gpu = Resource("gpu", devices=["3"])
+    processor = SeparateBatchProcessorSynchronous.from_function(_sync_job)
+    assert [h.future.result() for h in run_batch_processor(processor, [1])] == [(1, ())]
+    processor.uses = {gpu: 1}
+    assert [h.future.result() for h in run_batch_processor(processor, [2])] == [(2, ("3",))]
+    processor.uses = None
+    assert [h.future.result() for h in run_batch_processor(processor, [3])] == [(3, ())]
+
+
 # -- copies and pickles --------------------------------------------------------------------
 
-def test_a_resource_is_shared_by_copies_and_detached_by_a_pickle():
+def test_a_resource_is_shared_by_copies_and_left_behind_by_a_pickle():
     gpu = Resource("gpu", devices=["0", "1"])
     processor = SeparateBatchProcessorSynchronous.from_function(_sync_job, uses={gpu: 1})
     assert copy.deepcopy(processor).uses == {gpu: 1}
     assert list(copy.deepcopy(processor).uses)[0] is gpu
-    clone = pickle.loads(pickle.dumps(processor))
-    (resource, units), = clone.uses.items()
-    assert resource is not gpu and units == 1
+    # A processor pickled (to a worker process, into a checkpoint) leaves its uses
+    # behind: units are counted in the process that runs the graph.
+    assert pickle.loads(pickle.dumps(processor)).uses is None
+    state = {"restored": True}
+    processor.__setstate__(state)  # as a checkpoint restores a processor
+    assert processor.uses == {gpu: 1} and processor.restored
+    # A Resource pickled on its own is a new one, of the same name, capacity and ids.
+    resource = pickle.loads(pickle.dumps(gpu))
+    assert resource is not gpu
     assert (resource.name, resource.capacity, resource.devices) == ("gpu", 2, ("0", "1"))
     licence = pickle.loads(pickle.dumps(Resource("licence", 3)))
     assert (licence.name, licence.capacity, licence.devices) == ("licence", 3, None)
