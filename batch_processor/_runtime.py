@@ -39,6 +39,9 @@ from .interface import (
     BatchProcessorResultHandle, JobTimeoutError, ProcessorState, ProcessorStateError, describe,
     safe_repr, safe_str)
 
+if False:  # type checkers only
+    from typing import Optional  # noqa: F401
+
 __all__ = ["Observers", "PublicPort", "Runtime", "attach", "library_callback"]
 
 logger = logging.getLogger("batch_processor")
@@ -392,7 +395,7 @@ class Runtime(object):
     # what may start now. The rules, each with its own name:
 
     #: ``max_parallel_jobs``: at most this many started and not ended (``None``: no cap).
-    cap = None
+    cap = None  # type: Optional[int]
     #: The process-pool queue-depth rule: this many more may be handed to an executor
     #: that queues them itself (an owned process pool, so that a worker never idles
     #: while the loop hears of an end); they count as running only once a worker

@@ -31,12 +31,15 @@ import six
 
 from .interface import describe, safe_repr
 
+if False:  # type checkers only
+    from typing import Any, Deque, Optional  # noqa: F401
+
 __all__ = ["Resource", "devices"]
 
 _lock = threading.Lock()
-_waiting = collections.deque()  # the requests waiting, in the order they were made
+_waiting = collections.deque()  # type: Deque[Request]  # waiting, in the order they were made
 _local = threading.local()  # .devices: those of the job the thread runs
-_task_devices = weakref.WeakKeyDictionary()  # an asyncio task of a job -> its devices
+_task_devices = weakref.WeakKeyDictionary()  # type: Any  # a job's asyncio task -> its devices
 #: In a worker process of a processor that uses devices: the ids it serves.
 worker_devices = ()
 

@@ -369,7 +369,7 @@ def test_each_worker_process_serves_one_device_set():
         processor.kill()
     results = [h.future.result() for h in handles]
     pids = {}
-    for descriptor, held, visible, pid in results:
+    for _, held, visible, pid in results:
         assert len(held) == 1 and visible == held[0]
         pids.setdefault(held, set()).add(pid)
     assert all(len(served) == 1 for served in pids.values())  # one worker per device set
