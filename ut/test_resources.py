@@ -569,3 +569,34 @@ def test_jobs_queued_in_an_owned_pool_are_not_running_nor_abandoned(loop, tmpdir
     assert len(abandoned) == 1  # the running job; the queued one never started
     assert recorder.started == [fifos[0]]
     assert sorted(outcome(h)[0] for h in processor.get_ready()) == ["cancelled", "cancelled"]
+
+
+class _Lines(object):
+    def __init__(self):
+        self.lines = []
+
+    def write(self, text):
+        self.lines.extend(line for line in text.splitlines() if line.strip())
+
+    def flush(self):
+        pass
+
+
+def test_a_progress_line_counts_a_job_waiting_for_units_as_not_running(loop):
+    from batch_processor.progress import RunProgress
+    gpu = Resource("gpu", capacity=1)
+    gates = _futures(loop, ["first"])
+    started = _futures(loop, ["first"])
+    processor = Held([], gates, started, uses={gpu: 1}, name="trainer")
+    stream = _Lines()
+    progress = RunProgress([processor], stream=stream, bars=False, interval=0)
+    processor._bp_attach(loop).observe(progress.observer())
+    progress.observed(processor)
+    processor.feed_new(["first", "second"])
+    progress.fed(processor, 2)
+    run(loop, started["first"])
+    assert progress.running(processor) == 1  # "second" waits for the unit
+    assert "fed 2, running 1, done 0" in stream.lines[-1]
+    gates["first"].set_result(None)
+    run(loop, collect(processor))
+    progress.close()
