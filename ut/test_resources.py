@@ -240,6 +240,58 @@ def test_sequential_batches_hold_units_and_see_their_devices(loop):
     assert gpu.in_use == 0
 
 
+def test_a_sequential_batch_waits_for_units_and_kill_gives_them_back(loop):
+    gpu = Resource("gpu", capacity=1)
+    gates = _futures(loop, ["held"])
+    started = _futures(loop, ["held"])
+    holder = Held([], gates, started, uses={gpu: 1})
+    batches = []
+
+    @coroutine
+    def batch(descriptors):
+        batches.append(list(descriptors))
+        raise Return(list(descriptors))
+
+    waiting = SequentialBatchProcessor.from_function(batch, uses={gpu: 1})
+    holder.feed_new(["held"])
+    run(loop, started["held"])
+    waiting.feed_new([1, 2])
+    run(loop, _turns(loop, 3))
+    assert batches == [] and gpu.waiting == 1  # the batch waits for the unit
+    waiting.kill()
+    assert gpu.waiting == 0
+    assert sorted(outcome(h)[0] for h in waiting.get_ready()) == ["cancelled", "cancelled"]
+    gates["held"].set_result(None)
+    run(loop, collect(holder))
+    assert gpu.in_use == 0
+
+
+def test_a_retried_sequential_batch_holds_units_per_attempt(loop):
+    licence = Resource("licence", capacity=1)
+    attempts = []
+
+    @coroutine
+    def flaky(descriptors):
+        attempts.append(licence.in_use)
+        if len(attempts) == 1:
+            raise ValueError("first attempt fails")
+        raise Return(list(descriptors))
+
+    processor = SequentialBatchProcessor.from_function(
+        flaky, uses={licence: 1}, retry=RetryPolicy(attempts=2), job_timeout=TIMEOUT)
+    processor.feed_new([1, 2])
+    handles = flatten(run(loop, collect(processor)))
+    assert sorted(h.future.result() for h in handles) == [1, 2]
+    assert attempts == [1, 1] and licence.in_use == 0
+
+
+@coroutine
+def _turns(loop, count):
+    """Let the loop run ``count`` turns (callbacks already scheduled run; no clock)."""
+    for _ in range(count):
+        yield From(asyncio.sleep(0))
+
+
 def _sync_job(descriptor):
     return descriptor, devices()
 
