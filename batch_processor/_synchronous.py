@@ -313,6 +313,11 @@ class ExecutorRuntime(object):
 
     def cancel_all(self):
         """Cancel as the kind does, then whatever is still in the executor."""
+        # The jobs still queued in an owned pool first: a running job abandoned before
+        # them would hand them its worker, and they would be abandoned there too.
+        for executor_future in list(self.executor_futures.values()):
+            if getattr(executor_future, "started", True) is False:
+                executor_future.cancel()
         descriptors = super(ExecutorRuntime, self).cancel_all()
         pending, self.executor_futures = self.executor_futures, {}
         for future, executor_future in pending.items():

@@ -284,9 +284,7 @@ class SeparateRuntime(Runtime):
 
     def cancel_all(self):
         running, self.running = self.running, {}
-        # The latest first: a job still queued in its executor is dropped there before
-        # an earlier one frees a worker that it would take (and be abandoned in).
-        for future in reversed(list(running)):
+        for future in running:
             self.cancel_attempt(future)
         descriptors = list(running.values())
         descriptors.extend(self.release_units())
