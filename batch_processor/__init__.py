@@ -40,6 +40,7 @@ from .interface import (
     RunTimeoutError,
     SourceError,
 )
+from .resources import Resource, devices
 from .separate import RetryPolicy, SeparateBatchProcessor, SeparateBatchProcessorSynchronous
 from .sequential import SequentialBatchProcessor, SequentialBatchProcessorSynchronous
 from .util import UnsafeThreadPoolExecutor
@@ -61,6 +62,7 @@ __all__ = [
     "JobTimeoutError",
     "ProcessorState",
     "ProcessorStateError",
+    "Resource",
     "RetryPolicy",
     "RunTimeoutError",
     "SeparateBatchProcessor",
@@ -69,6 +71,7 @@ __all__ = [
     "SequentialBatchProcessorSynchronous",
     "SourceError",
     "UnsafeThreadPoolExecutor",
+    "devices",
     "iter_batch_processor",
     "iter_batch_processors_graph",
     "run_batch_processor",

@@ -59,15 +59,29 @@ _PROCESSORS = {}  # type: Dict[int, Any]
 _FORKED_WORKERS_AT_IMPORT = compat.PY2  # see _FORKED_WORKERS
 
 
-def _init_worker(token, processor_bytes, program=None):
+def _init_worker(token, processor_bytes, program=None, devices=()):
     """A worker process starts: unpickle the processor once, for all its jobs.
 
     Ctrl-C is left to the main process, which stops the run and ends the workers.
     ``program``: the pid of the program that owns the pool, watched (`_watch_parent`).
+    A worker that serves a device set sees it in ``CUDA_VISIBLE_DEVICES`` before the
+    processor is unpickled (frameworks read it once, when they are imported).
     """
     _ignore_interrupts()
     _watch_parent(program)
+    if devices:
+        _serve_devices(token, devices)
     _PROCESSORS[token] = pickle.loads(processor_bytes)
+
+
+#: token -> the device ids the workers of that pool serve (in a worker; in the parent
+#: on 2.7, while a pool's workers fork).
+_DEVICES = {}  # type: Dict[int, Any]
+
+
+def _serve_devices(token, devices):
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+    _DEVICES[token] = tuple(devices)
 
 
 #: Seconds between two looks of a worker at its parent: a worker whose parent died
@@ -147,7 +161,12 @@ def _run_job(token, method_name, descriptor_bytes):
     processor = _PROCESSORS[token]
     descriptor = pickle.loads(descriptor_bytes)
     try:
-        result = getattr(processor, method_name)(descriptor)
+        devices = _DEVICES.get(token)
+        if devices:  # batch_processor.devices() returns them during the job
+            from .resources import call_with_devices
+            result = call_with_devices(devices, getattr(processor, method_name), descriptor)
+        else:
+            result = getattr(processor, method_name)(descriptor)
     except Exception as exc:
         text = traceback.format_exc()
         try:
@@ -249,8 +268,15 @@ class _JobFuture(Future):
         self.counted = False  # holds one of its pool's workers (as the count goes)
         self.abandoned = False
 
+    @property
+    def queued(self):
+        """Still waiting for a worker (as the pool counts): it never started."""
+        return not self.counted and not self.done()
+
     def cancel(self):
         inner = self.inner
+        if inner is not None and not self.counted and not inner.done():
+            return self.drop()  # still queued: nothing is abandoned
         if inner is not None and (inner.running() or inner.done()):
             if not inner.done():
                 self._owner.abandon(self)
@@ -324,9 +350,10 @@ class ProcessorPool(ProcessorCopies):
     earlier job ends.
     """
 
-    def __init__(self, processor, workers):
+    def __init__(self, processor, workers, devices=()):
         self.processor = processor
         self.workers = workers
+        self.devices = devices  # the device set its workers serve, if any
         self.token = next(_tokens)
         self.generation = None  # the current `_Generation`: a ProcessPoolExecutor
         self.broken = False
@@ -381,7 +408,7 @@ class ProcessorPool(ProcessorCopies):
         if context is None:
             return ProcessPoolExecutor(self.workers)  # 2.7: workers forked at the first job
         return _new_executor(self.workers, context, _init_worker,
-                             (self.token, processor_bytes, os.getpid()))
+                             (self.token, processor_bytes, os.getpid(), self.devices))
 
     # -- jobs -----------------------------------------------------------------------
 
@@ -429,12 +456,21 @@ class ProcessorPool(ProcessorCopies):
             if first:  # the workers fork now, and inherit the processor
                 _PROCESSORS[self.token] = self.processor
                 previous = _swap_sigint(signal.SIG_IGN)  # and Ctrl-C ignored
+                if self.devices:  # and their device set
+                    environment = os.environ.get("CUDA_VISIBLE_DEVICES")
+                    _serve_devices(self.token, self.devices)
             try:
                 return pool.submit(_run_job, self.token, method_name, descriptor_bytes)
             finally:
                 if first:
                     _PROCESSORS.pop(self.token, None)
                     _swap_sigint(previous)
+                    if self.devices:
+                        _DEVICES.pop(self.token, None)
+                        if environment is None:
+                            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                        else:
+                            os.environ["CUDA_VISIBLE_DEVICES"] = environment
         return pool.submit(_run_job, self.token, method_name, descriptor_bytes)
 
     def leave(self, outer, generation):

@@ -16,11 +16,14 @@ from __future__ import absolute_import, division, print_function
 import functools
 import logging
 
-from . import compat
+from . import compat, resources
 from .compat import CancelledError, From, Return, asyncio, coroutine, exception_of
 from .interface import (
     BatchProcessorResultHandle, JobTimeoutError, ProcessorState, ProcessorStateError, describe,
     safe_repr, safe_str)
+
+if False:  # type checkers only
+    from typing import Optional  # noqa: F401
 
 __all__ = ["Observers", "Port", "PublicPort", "Runtime", "attach", "library_callback"]
 
@@ -443,6 +446,72 @@ class Runtime(Port):
                 "or decorate it with batch_processor.compat.coroutine)"
                 % (describe(self.processor), method.__name__, safe_repr(job))))
 
+    # -- admission: may a job (Separate) or a batch (Sequential) start now? ----------
+    #
+    # One place answers it for every kind: `admits`, asked before a job or batch is
+    # started; when something that held a slot ends, the kind's `slot_freed` starts
+    # what may start now. The rules, each with its own name:
+
+    #: ``max_parallel_jobs``: at most this many started and not ended (``None``: no cap).
+    cap = None  # type: Optional[int]
+    #: The process-pool queue-depth rule: this many more may be handed to an executor
+    #: that queues them itself (an owned process pool, so that a worker never idles
+    #: while the loop hears of an end); they count as running only once a worker
+    #: takes them.
+    queue_ahead = 0
+
+    def admits(self, started, holding_units=False):
+        """Whether one more job or batch may start now, ``started`` being under way.
+
+        A job that will hold units (``holding_units``) never waits in an executor's
+        queue: it would keep them from the jobs that could run.
+        """
+        cap = self.cap
+        return cap is None or started < cap + (0 if holding_units else self.queue_ahead)
+
+    def room(self, started, holding_units=False):
+        """How many more may start now (``None``: no limit); see `admits`."""
+        cap = self.cap
+        if cap is None:
+            return None
+        return cap + (0 if holding_units else self.queue_ahead) - started
+
+    def slot_freed(self):
+        """A job or batch that held a slot ended: start what may start now."""
+
+    # The shared-resources rule (``uses=``, see ``batch_processor.resources``): a job
+    # or batch that may start asks for its units, and starts when they are granted
+    # (at once, or later from the loop through a callback). An attempt holds them
+    # while it runs; `launch_devices` are the device ids of the attempt being
+    # launched, read by the executor bridge and by `devices_launched`.
+
+    #: The device ids of the attempt being launched now (only while it is launched).
+    launch_devices = ()
+
+    def acquire(self, callback):
+        """A ``resources.Request`` for the processor's ``uses``, or ``None`` if it uses none.
+
+        ``callback(request)`` is called from the loop if the units are granted later.
+        """
+        uses = self.processor.uses
+        if uses is None:
+            return None
+        return resources.acquire(uses, self.loop, callback)
+
+    def launch_holding(self, request, launch, argument):
+        """``launch(argument)`` for an attempt that holds the units of ``request``."""
+        held = request.devices
+        if not held:
+            return launch(argument)
+        self.launch_devices = held
+        try:
+            # (a task that runs its first step at once, eagerly, reads them here)
+            future = resources.call_with_devices(held, launch, argument)
+        finally:
+            self.launch_devices = ()
+        resources.set_task_devices(future, held)  # a coroutine's task: devices() reads it
+        return future
+
     # -- attempts: job_timeout and retry ----------------------------------------------
 
     def attempt(self, argument, on_start=None):  # pragma: no cover - each kind implements it
@@ -469,10 +538,12 @@ class Runtime(Port):
                 self.processor.job_timeout, self.expire, attempt[0], expired))
 
     @coroutine
-    def attempts(self, argument):
+    def attempts(self, argument, units=None):
         """Run attempts of ``argument`` (a job's descriptor, a batch) until one succeeds
         or the retry policy gives up.
 
+        Each attempt asks for the processor's units (``units``: a request already
+        granted for the first one) and gives them back when it ends.
         Returns the last attempt's (done) future, so the handle carries its outcome
         exactly; its exception is never raised here, so a ``SystemExit`` from a
         worker thread cannot stop the loop.
@@ -483,13 +554,33 @@ class Runtime(Port):
         while True:
             attempt += 1
             current, expired, on_start = [], [], None
-            if timeout is not None:
-                on_start = functools.partial(self.arm_timer, current, expired)
-            future = self.guarded(functools.partial(self.attempt, on_start=on_start), argument)
-            current.append(future)
             observer = self.observer if self.observes_attempts else None
-            if observer is not None:
-                self.attempt_started(observer, future, argument, attempt)
+            announce = None  # [observer, argument, attempt] until a worker takes it
+            if observer is not None and self.signals_start:
+                announce = [observer, argument, attempt]
+                on_start = functools.partial(self.attempt_started, current, expired, announce,
+                                             timeout is not None)
+            elif timeout is not None:
+                on_start = functools.partial(self.arm_timer, current, expired)
+            launch = functools.partial(self.attempt, on_start=on_start)
+            request, units = units, None  # a first attempt may come with its units
+            if request is None:
+                waiter = self.new_future()
+                request = self.acquire(functools.partial(_granted, waiter))
+                if request is not None and not request.granted:
+                    try:
+                        yield From(waiter)  # no units held meanwhile
+                    except CancelledError:
+                        request.release()
+                        raise
+            if request is None:
+                future = self.guarded(launch, argument)
+            else:
+                future = self.guarded(
+                    functools.partial(self.launch_holding, request, launch), argument)
+            current.append(future)
+            if observer is not None and announce is None:
+                self.show_attempt(observer, future, argument, attempt)
             if on_start is not None and not self.signals_start:
                 on_start()
             try:
@@ -500,14 +591,16 @@ class Runtime(Port):
                 elif not future.cancelled():
                     exception_of(future)  # ended as we were killed: nobody else will look
                 if observer is not None:
-                    observer.ended(future, "cancelled")
+                    self.report_end(observer, future, "cancelled", announce)
                 raise
             finally:
                 for timer in current[1:]:
                     timer.cancel()
+                if request is not None:
+                    request.release()  # however the attempt ended; the back-off holds none
             if observer is not None:
-                observer.ended(future, "timeout" if expired
-                               else self.attempt_outcome(argument, future))
+                self.report_end(observer, future, "timeout" if expired
+                                else self.attempt_outcome(argument, future), announce)
             if future.cancelled():
                 if not expired:
                     raise Return(future)  # cancelled by someone else: not retried
@@ -525,7 +618,29 @@ class Runtime(Port):
             if delay > 0:
                 yield From(asyncio.sleep(delay))
 
-    def attempt_started(self, observer, future, argument, attempt):
+    def attempt_started(self, current, expired, announce, timed):
+        """A worker took the attempt ``current[0]``: it runs from now (see `attempts`)."""
+        if announce and current:
+            observer, argument, attempt = announce
+            del announce[:]
+            self.show_attempt(observer, current[0], argument, attempt)
+        if timed:
+            self.arm_timer(current, expired)
+
+    def report_end(self, observer, future, outcome, announce=None):
+        """Tell ``observer`` that the attempt of ``future`` ended.
+
+        An attempt never announced (``announce`` still set) waited in an executor's
+        queue: if it was cancelled there it never ran, and is not shown at all; if it
+        ran (its start was heard too late), it is shown as it ended.
+        """
+        if announce:
+            if future.cancelled() and not outcome == "timeout":
+                return
+            self.show_attempt(observer, future, announce[1], announce[2])
+        observer.ended(future, outcome)
+
+    def show_attempt(self, observer, future, argument, attempt):
         """Tell ``observer`` that the attempt ``attempt`` of ``argument`` (``future``) started."""
         observer.job_started(self.processor, future, argument, attempt)
 
@@ -565,6 +680,13 @@ def _from_stop_iteration(processor, exc):
                          "iterator?); raise another exception" % describe(processor))
     error.__cause__ = exc
     return error
+
+
+def _granted(waiter, request):
+    if waiter.done():
+        request.release()  # pragma: no cover - cancelled as the grant came
+    else:
+        waiter.set_result(None)
 
 
 def _settled(future, waiter):

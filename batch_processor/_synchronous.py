@@ -19,6 +19,7 @@ import six
 
 from . import compat
 from ._processes import ProcessorCopies, ProcessorPool, default_workers
+from .resources import call_with_devices
 from .interface import ProcessorState, describe, safe_repr, safe_str
 
 if False:  # type checkers only
@@ -158,7 +159,18 @@ class ExecutorRuntime(object):
         return self.default_executor()
 
     def process_pool(self):
-        """The processor's own `ProcessorPool`, made on first use and kept across runs."""
+        """The processor's own `ProcessorPool`, made on first use and kept across runs.
+
+        For a job that holds device ids (``launch_devices``): the pool of one worker
+        that serves that device set, made on first use and kept as long.
+        """
+        held = self.launch_devices
+        if held:
+            pools = self.__dict__.setdefault("device_pools", {})
+            pool = pools.get(held)
+            if pool is None:
+                pool = pools[held] = ProcessorPool(self.processor, 1, devices=held)
+            return pool
         pool = self.owned_executor
         if not isinstance(pool, ProcessorPool):
             workers = self.processor._default_processes or default_workers()
@@ -197,6 +209,8 @@ class ExecutorRuntime(object):
         pool = self.owned_executor
         if isinstance(pool, ProcessorPool):
             pool.shutdown(kill=self.final is ProcessorState.KILLED)
+        for pool in self.__dict__.pop("device_pools", {}).values():
+            pool.shutdown(kill=self.final is ProcessorState.KILLED)
 
     def submit(self, executor, argument, on_start=None):
         """Run ``processor.method_name(argument)`` in ``executor``; return a future of the loop.
@@ -214,6 +228,9 @@ class ExecutorRuntime(object):
                 call, head = _call_started, (functools.partial(self.notify_start, on_start),)
             else:
                 self.loop.call_soon(on_start)
+        held = self.launch_devices
+        if held:  # the job holds device ids: devices() returns them where it runs
+            call, head = call_with_devices, (held, call) + head
         if executor is None:  # as with run_in_executor(): the loop's default executor
             return self.loop.run_in_executor(None, call, *(head + (
                 processor, self.method_name, argument)))
@@ -298,6 +315,11 @@ class ExecutorRuntime(object):
 
     def cancel_all(self):
         """Cancel as the kind does, then whatever is still in the executor."""
+        # The jobs still queued in an owned pool first: a running job abandoned before
+        # them would hand them its worker, and they would be abandoned there too.
+        for executor_future in list(self.executor_futures.values()):
+            if getattr(executor_future, "queued", False):
+                executor_future.cancel()
         descriptors = super(ExecutorRuntime, self).cancel_all()
         pending, self.executor_futures = self.executor_futures, {}
         for future, executor_future in pending.items():

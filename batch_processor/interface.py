@@ -323,6 +323,10 @@ class BaseBatchProcessor(AbstractBatchProcessor):
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_bp_rt", None)
+        # Units are counted where the graph runs: a copy in a worker process needs no
+        # ``uses``, and a checkpoint restored keeps the processor's own (its Resources
+        # are shared with other processors; a pickled one would share nothing).
+        state.pop("_bp_uses", None)
         for name in self._bp_not_pickled:
             state.pop(name, None)
         return state
@@ -345,6 +349,18 @@ class BaseBatchProcessor(AbstractBatchProcessor):
         clone.__dict__.update(copy.deepcopy(state, memo))
         clone.__dict__.update(shared)
         return clone
+
+    # -- options --------------------------------------------------------------------
+
+    @property
+    def uses(self):
+        """``{Resource: units}`` a job (or batch) holds while its attempt runs, or ``None``."""
+        return self.__dict__.get("_bp_uses")
+
+    @uses.setter
+    def uses(self, value):
+        from .resources import check_uses
+        self.__dict__["_bp_uses"] = check_uses(self, value)
 
     # -- the runtime ----------------------------------------------------------------
 

@@ -11,11 +11,13 @@ from __future__ import absolute_import, division, print_function
 
 import abc
 import collections
+import functools
 import logging
 import numbers
 
 import attr
 
+from . import resources
 from ._processes import default_workers
 from ._runtime import Runtime, library_callback
 from ._synchronous import ExecutorRuntime, SynchronousMixin
@@ -97,12 +99,14 @@ class _SeparateBase(BaseBatchProcessor):
     job_timeout = None
     retry = None
 
-    def __init__(self, max_parallel_jobs=None, job_timeout=None, retry=None, name=None):
+    def __init__(self, max_parallel_jobs=None, job_timeout=None, retry=None, name=None,
+                 uses=None):
         _check_options(type(self), max_parallel_jobs, job_timeout, retry, name)
         self.max_parallel_jobs = max_parallel_jobs
         self.job_timeout = job_timeout
         self.retry = retry
         self.name = name
+        self.uses = uses
 
     @classmethod
     def from_function(cls, fn, **options):
@@ -132,46 +136,105 @@ class SeparateRuntime(Runtime):
         guarded = processor.job_timeout is not None or processor.retry is not None
         self.cap = processor.max_parallel_jobs
         self.launch = self.launch_attempts if guarded else self.launch_one
-        if self.cap is None:
-            self.start = self.start_all
+        self.per_attempt = guarded  # its attempts ask for their units themselves
 
     def reset(self):
         self.queue = collections.deque()
         self.running = {}
+        self.admitting = collections.OrderedDict()  # request -> descriptor waiting for units
+        self.holding = {}  # future of a started job -> the request of the units it holds
+        self.unannounced = {}  # future of a job still queued in its executor -> descriptor
 
     # -- starting jobs ------------------------------------------------------------
 
-    def start_all(self, descriptors):
-        launch = self.launch
-        remaining = iter(descriptors)
-        try:
-            for descriptor in remaining:
-                launch(descriptor)
-        except BaseException:  # KeyboardInterrupt, SystemExit: the run is interrupted
-            self.queue.extend(remaining)  # not lost: started as jobs end, or killed
-            raise
-
     def start(self, descriptors):
+        if self.cap is None and not self.queue and self.processor.uses is None:
+            launch = self.launch  # the hot path: nothing to wait for
+            remaining = iter(descriptors)
+            try:
+                for descriptor in remaining:
+                    launch(descriptor)
+            except BaseException:  # KeyboardInterrupt, SystemExit: the run is interrupted
+                self.queue.extend(remaining)  # not lost: started as jobs end, or killed
+                raise
+            return
         self.queue.extend(descriptors)
         self.fill()
 
     def fill(self):
-        queue, running, cap, launch = self.queue, self.running, self.cap, self.launch
-        while queue and (cap is None or len(running) < cap):
-            launch(queue.popleft())
+        queue, running, admits, launch = self.queue, self.running, self.admits, self.launch
+        if self.per_attempt or self.processor.uses is None:
+            while queue and admits(len(running)):
+                launch(queue.popleft())
+            return
+        uses, admitting, holding = self.processor.uses, self.admitting, self.holding
+        while queue and admits(len(running) + len(admitting), True):
+            if not admitting:  # none of ours waits: take what is free for many at once
+                room = self.room(len(running), True)
+                taken = resources.take(uses, len(queue) if room is None else min(room, len(queue)))
+                if taken:
+                    launch_one = self.launch_one
+                    for _ in range(taken):
+                        holding[launch_one(queue.popleft())] = uses
+                    continue
+            descriptor = queue.popleft()
+            request = resources.acquire(uses, self.loop, self.admitted)
+            if request.granted:
+                self.launch_granted(descriptor, request)
+            else:
+                admitting[request] = descriptor  # it waits for its units, in its turn
+
+    slot_freed = fill
+
+    @library_callback
+    def admitted(self, request):
+        """The units a job waited for are granted (from the loop)."""
+        descriptor = self.admitting.pop(request, _NOTHING)
+        if descriptor is _NOTHING:
+            request.release()  # its job was killed meanwhile
+            return
+        self.launch_granted(descriptor, request)
+
+    def launch_granted(self, descriptor, request):
+        if request is None:
+            self.launch_one(descriptor)
+            return
+        future = self.launch_holding(request, self.launch_one, descriptor)
+        if future is not None and future in self.running:
+            self.holding[future] = request
+        else:  # pragma: no cover - it could not start
+            request.release()
 
     def launch_one(self, descriptor):
         if logger.isEnabledFor(_DEBUG):
             logger.debug("%s: job %s starts", describe(self.processor), safe_repr(descriptor))
+        observer = self.observer
         try:
-            future = self.guarded(self.attempt, descriptor)
+            if observer is None:
+                future = self.guarded(self.attempt, descriptor)
+            elif self.signals_start:  # shown when a worker takes it, not while it is queued
+                key = []
+                future = self.guarded(functools.partial(self.attempt, on_start=functools.partial(
+                    self.announce, key, descriptor)), descriptor)
+                key.append(future)
+                self.unannounced[future] = descriptor
+            else:
+                future = self.guarded(self.attempt, descriptor)
+                observer.job_started(self.processor, future, descriptor)
         except BaseException:  # KeyboardInterrupt, SystemExit: the run is interrupted
             self.abort_start(descriptor)
             raise
-        if self.observer is not None:
-            self.observer.job_started(self.processor, future, descriptor)
         self.running[future] = descriptor
         future.add_done_callback(self.job_done)
+        return future
+
+    def announce(self, key, descriptor):
+        """A worker took the job of ``key[0]``: the observer sees it run from now."""
+        future = key[0]
+        if self.unannounced.pop(future, _NOTHING) is not _NOTHING:
+            observer = self.observer
+            if observer is not None:  # (ended already, if its end came in the same burst)
+                observer.job_started(self.processor, future, descriptor)
 
     def launch_attempts(self, descriptor):
         if logger.isEnabledFor(_DEBUG):
@@ -208,17 +271,26 @@ class SeparateRuntime(Runtime):
     def finish(self, future, outcome):
         """The job of ``future`` ended with the done future ``outcome``."""
         descriptor = self.running.pop(future, _NOTHING)
+        if self.holding:
+            held = self.holding.pop(future, None)
+            if held is not None:  # the attempt ended: its units go back
+                _give_back(held)
         if not outcome.cancelled():
             exception_of(outcome)  # retrieved: the handle carries it
-        if self.observer is not None:
-            self.observer.ended(future)  # an attempts' task: not an attempt, ignored
+        observer = self.observer
+        if observer is not None:
+            announce = None
+            if self.unannounced and future in self.unannounced:
+                announce = [observer, self.unannounced.pop(future), 1]
+            # (an attempts' task is not an attempt: the observer ignores it)
+            self.report_end(observer, future, None, announce)
         if descriptor is _NOTHING:
             return  # killed: its handle was made then
         if logger.isEnabledFor(_DEBUG):
             _log_end(self.processor, descriptor, outcome)
         self.end([Handle(descriptor, outcome)])
         if self.queue:
-            self.fill()
+            self.slot_freed()
 
     # -- one attempt, and many -------------------------------------------------------
 
@@ -228,6 +300,7 @@ class SeparateRuntime(Runtime):
     def orphan_all(self):
         running, self.running = self.running, {}
         descriptors = list(running.values())
+        descriptors.extend(self.release_units())
         descriptors.extend(self.queue)
         self.queue.clear()
         return descriptors
@@ -237,9 +310,26 @@ class SeparateRuntime(Runtime):
         for future in running:
             self.cancel_attempt(future)
         descriptors = list(running.values())
+        descriptors.extend(self.release_units())
         descriptors.extend(self.queue)
         self.queue.clear()
         return descriptors
+
+    def release_units(self):
+        """Give back every unit held or asked for; return the descriptors that waited."""
+        holding, self.holding = self.holding, {}
+        admitting, self.admitting = self.admitting, collections.OrderedDict()
+        for held in list(holding.values()) + list(admitting):
+            _give_back(held)
+        return list(admitting.values())
+
+
+def _give_back(held):
+    """Give back what a job holds: a ``resources.Request``, or ``uses`` from ``take``."""
+    if type(held) is dict:
+        resources.give_back(held)
+    else:
+        held.release()
 
 
 def _log_end(processor, descriptor, future):
@@ -268,6 +358,8 @@ class SeparateBatchProcessor(_SeparateBase):
         retry: a `RetryPolicy`, or ``None`` for one attempt.
         name: what messages, logs, progress and pictures call the processor
             (``None``: its class name).
+        uses: ``{Resource: units}``: a job starts only when these units are free,
+            and holds them while its attempt runs (``None``: no shared resource).
     """
 
     _runtime_class = _CoroutineRuntime
@@ -289,7 +381,7 @@ class _ThreadRuntime(ExecutorRuntime, SeparateRuntime):
             # As many jobs again wait in the pool's own queue, so that a worker never
             # idles while the loop hears of an end and submits the next job; the pool
             # has max_parallel_jobs workers, so no more than that many run at once.
-            self.cap += processor._default_processes or default_workers()
+            self.queue_ahead = processor._default_processes or default_workers()
 
     def attempt(self, descriptor, on_start=None):
         return self.submit(self.processor._executor, descriptor, on_start)
@@ -302,7 +394,7 @@ class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
     """Runs the plain function ``_run_one_job_synchronous(descriptor)`` in ``self._executor``.
 
     Args:
-        max_parallel_jobs, job_timeout, retry, name: as for `SeparateBatchProcessor`.
+        max_parallel_jobs, job_timeout, retry, name, uses: as for `SeparateBatchProcessor`.
         executor: ``None`` or ``"threads"`` (a thread pool the processor owns),
             ``"processes"`` (a process pool it owns, of ``max_parallel_jobs``
             workers, default the number of CPUs, each holding a copy of the processor
@@ -319,8 +411,8 @@ class SeparateBatchProcessorSynchronous(SynchronousMixin, _SeparateBase):
     _runtime_class = _ThreadRuntime
 
     def __init__(self, max_parallel_jobs=None, job_timeout=None, retry=None, name=None,
-                 executor=None):
-        _SeparateBase.__init__(self, max_parallel_jobs, job_timeout, retry, name)
+                 executor=None, uses=None):
+        _SeparateBase.__init__(self, max_parallel_jobs, job_timeout, retry, name, uses)
         self._bp_set_executor(executor)
 
     @property

@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 
 import abc
 import collections
+import functools
 import logging
 import numbers
 
@@ -44,7 +45,7 @@ class _SequentialBase(BaseBatchProcessor):
     retry = None
 
     def __init__(self, max_batch_size=None, max_batch_wait=None, job_timeout=None, retry=None,
-                 name=None):
+                 name=None, uses=None):
         cls = type(self)
         check_name(cls, name)
         if max_batch_size is not None and (
@@ -63,6 +64,7 @@ class _SequentialBase(BaseBatchProcessor):
         self.job_timeout = job_timeout
         self.retry = retry
         self.name = name
+        self.uses = uses
 
     @classmethod
     def from_function(cls, fn, **options):
@@ -88,6 +90,7 @@ class SequentialRuntime(Runtime):
 
     settles_at_end = True
     observes_attempts = False  # the observer sees each batch whole (started, ended)
+    cap = 1  # one batch at a time
 
     def __init__(self, processor):
         Runtime.__init__(self, processor)
@@ -105,6 +108,8 @@ class SequentialRuntime(Runtime):
         self.start_scheduled = False
         self.queued_at = collections.deque()  # with max_batch_wait: when each was queued
         self.timer = None
+        self.units = None  # the request of units for the next batch, while it waits
+        self.batch_units = None  # the request whose units the running batch holds
 
     def start(self, descriptors):
         self.queue.extend(descriptors)
@@ -119,11 +124,18 @@ class SequentialRuntime(Runtime):
     def next_batch(self):
         self.start_scheduled = False
         queue = self.queue
-        if self.batch is not None or not queue:
+        if not queue or not self.admits(0 if self.batch is None else 1):
             return
         size = self.processor.max_batch_size
         if self.wait is not None and self.keep_waiting(size):
             return
+        request = self.units
+        if request is not None or self.processor.uses is not None:
+            if request is None:
+                request = self.units = self.acquire(self.admitted)
+            if request is not None and not request.granted:
+                return  # the batch forms when its units are granted
+            self.units = None
         if size is None or size >= len(queue):
             batch = list(queue)
             queue.clear()
@@ -137,7 +149,13 @@ class SequentialRuntime(Runtime):
         logger.debug("%s: a batch of %d descriptors starts", describe(self.processor), len(batch))
         # A batch that cannot start (its _executor raises...) fails, alone.
         try:
-            future = self.batch_future = self.guarded(self.launch, batch)
+            if request is None:
+                future = self.batch_future = self.guarded(self.launch, batch)
+            else:
+                self.batch_units = request
+                future = self.batch_future = self.guarded(functools.partial(
+                    self.launch_holding, request, functools.partial(self.launch, units=request)),
+                    batch)
         except BaseException:  # KeyboardInterrupt, SystemExit: the run is interrupted
             # The batch still has a future, which the kill that follows cancels.
             future = self.batch_future = self.new_future()
@@ -163,17 +181,28 @@ class SequentialRuntime(Runtime):
             timer.cancel()
         return waiting
 
-    def attempt_started(self, observer, future, batch, attempt):
+    def show_attempt(self, observer, future, batch, attempt):
         observer.batch_started(self.processor, future, batch)
 
     def attempt_outcome(self, batch, future):
         return _batch_outcome(future, batch, self)  # its results may be wrong
 
+    def slot_freed(self):
+        self.next_batch()
+
+    @library_callback
+    def admitted(self, request):
+        """The units the next batch waited for are granted (from the loop)."""
+        if request is not self.units:
+            request.release()  # killed meanwhile
+            return
+        self.next_batch()
+
     def timer_fired(self):
         self.timer = None
         self.next_batch()
 
-    def launch(self, batch):
+    def launch(self, batch, units=None):
         return self.launch_batch(batch)
 
     def attempt(self, batch, on_start=None):
@@ -182,8 +211,8 @@ class SequentialRuntime(Runtime):
     def describe_attempt(self, batch):
         return "the batch of %d descriptors %s" % (len(batch), safe_repr(batch, 120))
 
-    def launch_attempts(self, batch):
-        task = self.loop.create_task(self.attempts(batch))
+    def launch_attempts(self, batch, units=None):
+        task = self.loop.create_task(self.attempts(batch, units))
         outer = self.new_future()
 
         def unwrap(task):  # the batch's outcome: its last attempt's future
@@ -227,6 +256,7 @@ class SequentialRuntime(Runtime):
             return  # killed: the handles were made then
         batch = self.batch
         self.batch = self.batch_future = None
+        self.release_units()
         if future.cancelled():
             handles = [Handle(d, self.cancelled_future()) for d in batch]
         else:
@@ -244,7 +274,7 @@ class SequentialRuntime(Runtime):
         logger.debug("%s: a batch of %d descriptors ended", describe(self.processor), len(batch))
         self.end(handles)
         if self.queue:
-            self.next_batch()
+            self.slot_freed()
 
     def check_results(self, batch, results):
         if not isinstance(results, (list, tuple)):
@@ -259,7 +289,15 @@ class SequentialRuntime(Runtime):
                 % (describe(self.processor), len(results), len(batch)))
         return None
 
+    def release_units(self):
+        """Give back the units of the running batch, and stop asking for the next one's."""
+        for request in (self.batch_units, self.units):
+            if request is not None:
+                request.release()
+        self.batch_units = self.units = None
+
     def orphan_all(self):
+        self.release_units()
         descriptors = []
         if self.batch is not None:
             descriptors.extend(self.batch)
@@ -277,6 +315,7 @@ class SequentialRuntime(Runtime):
             self.timer.cancel()
             self.timer = None
         self.queued_at.clear()
+        self.release_units()
         descriptors = []
         if self.batch is not None:
             descriptors.extend(self.batch)
@@ -316,6 +355,8 @@ class SequentialBatchProcessor(_SequentialBase):
             Every handle of the batch gets the last attempt's outcome.
         name: what messages, logs, progress and pictures call the processor
             (``None``: its class name).
+        uses: ``{Resource: units}``: a batch starts only when these units are free,
+            and holds them while its attempt runs (``None``: no shared resource).
 
     An item of the returned list that is a `Failure` fails its descriptor's handle
     with ``Failure.exception``; the other items succeed.
@@ -344,7 +385,7 @@ class SequentialBatchProcessorSynchronous(SynchronousMixin, _SequentialBase):
     """Runs the plain function ``_run_batch_synchronous(descriptors)`` in ``self._executor``.
 
     Args:
-        max_batch_size, max_batch_wait, job_timeout, retry, name: as for
+        max_batch_size, max_batch_wait, job_timeout, retry, name, uses: as for
             `SequentialBatchProcessor`.
         executor: ``None`` or ``"threads"`` (a single-thread pool, with a daemon
             thread, owned by the processor), ``"processes"`` (a pool of one worker
@@ -360,8 +401,9 @@ class SequentialBatchProcessorSynchronous(SynchronousMixin, _SequentialBase):
     _default_processes = 1
 
     def __init__(self, max_batch_size=None, max_batch_wait=None, job_timeout=None, retry=None,
-                 name=None, executor=None):
-        _SequentialBase.__init__(self, max_batch_size, max_batch_wait, job_timeout, retry, name)
+                 name=None, executor=None, uses=None):
+        _SequentialBase.__init__(self, max_batch_size, max_batch_wait, job_timeout, retry, name,
+                                 uses)
         self._bp_set_executor(executor)
 
     # -- the hooks a subclass implements or overrides ----------------------------------

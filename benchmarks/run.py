@@ -22,7 +22,7 @@ descriptor down from 10; (5) a Sequential processor with ``max_batch_size=1000``
 (6) workload 1 at 20k, 200k and 1M jobs; (7) peak memory of workload 1 at 100k and
 1M jobs when only the last processor's handles are kept (one child process per
 size); (12) a checkpointed run watched by ``status`` and the dashboard against the
-same run unwatched. On Python 3, pypeln and aiostream (the optional extra ``bench``) run
+same run unwatched; (13) workload 1 with a shared Resource that never runs short. On Python 3, pypeln and aiostream (the optional extra ``bench``) run
 workload 1 too when they are installed.
 """
 from __future__ import absolute_import, division, print_function
@@ -557,6 +557,21 @@ def workload_8(suite):
               1, "the same without 20 MB", best["library+20MB"] / best["library"], Target(1.1))
 
 
+def workload_resources(suite):
+    """(13): workload 1's chain whose processors use a Resource that never runs short."""
+    import functools
+    from batch_processor import Resource
+    n = suite.sizes.chain_n
+    licence = Resource("licence", capacity=3 * n)  # every job of the chain at once
+    using = functools.partial(workloads.Increment, uses={licence: 1})
+    best = measure([
+        ("without", library_chain(workloads.Increment, n)),
+        ("with", library_chain(using, n)),
+    ], suite.sizes.chain_repeats)
+    suite.row("13 chain of 3, uses={Resource: 1}", "library", n, best["with"], 3,
+              "the same without uses", best["with"] / best["without"], Target(1.1))
+
+
 def workload_10(suite):
     """(10): a Sequential processor with max_batch_wait fed one at a time; see ``real``."""
     n = suite.sizes.batching_n
@@ -847,6 +862,7 @@ WORKLOADS = [
     ("10", workload_10),
     ("11", workload_checkpoint),
     ("12", workload_watched),
+    ("13", workload_resources),
 ]
 
 
@@ -921,7 +937,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI (< 1 min)")
     parser.add_argument("--json", metavar="PATH", help="write the rows as JSON to PATH")
-    parser.add_argument("--only", metavar="LIST", help="comma-separated workloads to run (1-8, 10)")
+    parser.add_argument("--only", metavar="LIST", help="comma-separated workloads to run (1-8, 10-13)")
     parser.add_argument("--profile", action="store_true",
                         help="profile workloads 1 and 2 with cProfile instead of timing them")
     parser.add_argument("--profile-n", type=int, default=20000, help="N for --profile")

@@ -200,11 +200,12 @@ def test_a_job_queued_behind_a_hung_one_runs_in_a_fresh_pool_and_the_run_ends():
 
 
 def test_as_many_jobs_again_wait_in_an_owned_pool_and_never_in_other_executors():
-    assert Where(max_parallel_jobs=3, executor="processes")._bp_runtime().cap == 6
-    assert Where(max_parallel_jobs=3, executor="threads")._bp_runtime().cap == 3
+    runtime = Where(max_parallel_jobs=3, executor="processes")._bp_runtime()
+    assert (runtime.cap, runtime.queue_ahead) == (3, 3)
+    assert Where(max_parallel_jobs=3, executor="threads")._bp_runtime().queue_ahead == 0
     pool = ThreadPoolExecutor(1)
     try:
-        assert Where(max_parallel_jobs=3, executor=pool)._bp_runtime().cap == 3
+        assert Where(max_parallel_jobs=3, executor=pool)._bp_runtime().queue_ahead == 0
     finally:
         pool.shutdown()
 
