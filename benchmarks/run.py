@@ -22,8 +22,8 @@ descriptor down from 10; (5) a Sequential processor with ``max_batch_size=1000``
 (6) workload 1 at 20k, 200k and 1M jobs; (7) peak memory of workload 1 at 100k and
 1M jobs when only the last processor's handles are kept (one child process per
 size); (12) a checkpointed run watched by ``status`` and the dashboard against the
-same run unwatched; (13) workload 1 with a shared Resource that never runs short. On Python 3, pypeln and aiostream (the optional extra ``bench``) run
-workload 1 too when they are installed.
+same run unwatched; (13) workload 1 with a shared Resource that never runs short.
+On Python 3, pypeln and aiostream (the optional extra ``bench``) run workload 1 too when they are installed.
 """
 from __future__ import absolute_import, division, print_function
 
