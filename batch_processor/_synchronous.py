@@ -91,9 +91,22 @@ class SynchronousMixin(object):
         check_executor(type(self), executor)
         if executor is None or isinstance(executor, six.string_types):
             self._bp_executor_kind = executor
+            self._bp_executor_instance = None
         else:
             self._bp_executor_kind = None
             self._bp_executor_instance = executor
+
+    @property
+    def executor(self):
+        """``executor=``: None, ``"threads"``, ``"processes"`` or the Executor given; set
+        it between runs (the constructor's check at once; the next run uses it)."""
+        if self._bp_executor_instance is not None:
+            return self._bp_executor_instance
+        return self._bp_executor_kind
+
+    @executor.setter
+    def executor(self, executor):
+        self._bp_set_executor(executor)
 
     def _bp_owns_process_pool(self):
         """Whether the jobs run in the process pool of ``executor="processes"``."""
@@ -139,13 +152,37 @@ class ExecutorRuntime(object):
         self.wakeup_pending = False
         self.executor_futures = {}
 
+    #: The worker count the owned executor was made with.
+    owned_workers = None
+
     def default_executor(self):
         executor = self.owned_executor
         if executor is None or isinstance(executor, ProcessorPool):
             from .util import UnsafeThreadPoolExecutor
-            executor = UnsafeThreadPoolExecutor(self.processor._default_workers)
+            workers = self.owned_workers = self.processor._default_workers
+            executor = UnsafeThreadPoolExecutor(workers)
             self.owned_executor = executor
         return executor
+
+    def configure_executor(self):
+        """As a run starts, with nothing in flight: an owned executor that no longer
+        matches the processor's options (``executor``, ``max_parallel_jobs``) is shut
+        down, and the next job makes the one they ask for."""
+        owned = self.owned_executor
+        if owned is None:
+            return
+        processor = self.processor
+        if isinstance(owned, ProcessorPool):
+            keep = (processor._bp_executor_kind == "processes"
+                    and processor._bp_executor_instance is None
+                    and self.owned_workers == processor._default_processes)
+        else:
+            keep = (processor._bp_executor_kind != "processes"
+                    and processor._bp_executor_instance is None
+                    and self.owned_workers == processor._default_workers)
+        if not keep:
+            self.owned_executor = self.owned_workers = None
+            owned.shutdown(wait=False)
 
     def configured_executor(self):
         """The executor the constructor's ``executor=`` chose."""
@@ -161,7 +198,8 @@ class ExecutorRuntime(object):
         """The processor's own `ProcessorPool`, made on first use and kept across runs."""
         pool = self.owned_executor
         if not isinstance(pool, ProcessorPool):
-            workers = self.processor._default_processes or default_workers()
+            self.owned_workers = self.processor._default_processes
+            workers = self.owned_workers or default_workers()
             pool = self.owned_executor = ProcessorPool(self.processor, workers)
         return pool
 

@@ -129,11 +129,24 @@ class SeparateRuntime(Runtime):
     def __init__(self, processor):
         Runtime.__init__(self, processor)
         self.reset()
+        self.configure()
+
+    def configure(self):
+        """Read ``max_parallel_jobs``, ``job_timeout`` and ``retry`` (at each run: see
+        `Port.configure`); the constructor's error for an invalid one."""
+        processor = self.processor
+        _check_options(type(processor), processor.max_parallel_jobs, processor.job_timeout,
+                       processor.retry, None)
+        # (``uses``, the shared resources a job holds, is read here too.)
+        if self.unfinished:
+            return  # jobs run with the options they started with: the next run
         guarded = processor.job_timeout is not None or processor.retry is not None
         self.cap = processor.max_parallel_jobs
         self.launch = self.launch_attempts if guarded else self.launch_one
         if self.cap is None:
             self.start = self.start_all
+        else:
+            self.__dict__.pop("start", None)
 
     def reset(self):
         self.queue = collections.deque()
@@ -260,8 +273,12 @@ class _ThreadRuntime(ExecutorRuntime, SeparateRuntime):
     method_name = "_run_one_job_synchronous"
     signals_start = True
 
-    def __init__(self, processor):
-        SeparateRuntime.__init__(self, processor)
+    def configure(self):
+        SeparateRuntime.configure(self)
+        if self.unfinished:
+            return
+        processor = self.processor
+        self.configure_executor()
         if self.cap is not None and processor._bp_owns_process_pool():
             # As many jobs again wait in the pool's own queue, so that a worker never
             # idles while the loop hears of an end and submits the next job; the pool
