@@ -13,12 +13,12 @@ import collections
 import functools
 import logging
 import pickle
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import six
 
 from . import compat
-from ._processes import ProcessorCopies, ProcessorPool, default_workers
 from .interface import ProcessorState, describe, safe_repr, safe_str
 
 if False:  # type checkers only
@@ -45,6 +45,21 @@ def check_executor(cls, executor):
                     "concurrent.futures.Executor instance" % (cls.__name__, safe_repr(executor)))
 
 logger = logging.getLogger("batch_processor")
+
+_PROCESSES = __name__.rsplit(".", 1)[0] + "._processes"
+
+
+def _loaded(name):
+    """The class ``name`` of ``_processes`` if that module is loaded, else ``()``: without
+    it nothing can be an instance (process pools load it when first used, so that
+    ``import batch_processor`` loads no ``multiprocessing``)."""
+    module = sys.modules.get(_PROCESSES)
+    return () if module is None else getattr(module, name)
+
+
+def _py2_process_pool():
+    from concurrent.futures import ProcessPoolExecutor
+    return ProcessPoolExecutor
 
 
 def _call_method(processor, method_name, argument):
@@ -157,7 +172,7 @@ class ExecutorRuntime(object):
 
     def default_executor(self):
         executor = self.owned_executor
-        if executor is None or isinstance(executor, ProcessorPool):
+        if executor is None or isinstance(executor, _loaded("ProcessorPool")):
             from .util import UnsafeThreadPoolExecutor
             workers = self.owned_workers = self.processor._default_workers
             executor = UnsafeThreadPoolExecutor(workers)
@@ -172,7 +187,7 @@ class ExecutorRuntime(object):
         if owned is None:
             return
         processor = self.processor
-        if isinstance(owned, ProcessorPool):
+        if isinstance(owned, _loaded("ProcessorPool")):
             keep = (processor._bp_executor_kind == "processes"
                     and processor._bp_executor_instance is None
                     and self.owned_workers == processor._default_processes)
@@ -196,6 +211,7 @@ class ExecutorRuntime(object):
 
     def process_pool(self):
         """The processor's own `ProcessorPool`, made on first use and kept across runs."""
+        from ._processes import ProcessorPool, default_workers
         pool = self.owned_executor
         if not isinstance(pool, ProcessorPool):
             self.owned_workers = self.processor._default_processes
@@ -233,7 +249,7 @@ class ExecutorRuntime(object):
         super(ExecutorRuntime, self).stopped()
         self.end_run_executor()
         pool = self.owned_executor
-        if isinstance(pool, ProcessorPool):
+        if isinstance(pool, _loaded("ProcessorPool")):
             pool.shutdown(kill=self.final is ProcessorState.KILLED)
 
     def submit(self, executor, argument, on_start=None):
@@ -243,7 +259,7 @@ class ExecutorRuntime(object):
         thread pool when a worker takes it, for other executors when it is submitted.
         """
         processor = self.processor
-        if isinstance(executor, ProcessorCopies):
+        if isinstance(executor, _loaded("ProcessorCopies")):
             return self.submit_to_pool(executor, argument, on_start)
         call, head = _call_method, ()
         if on_start is not None:
@@ -257,7 +273,7 @@ class ExecutorRuntime(object):
                 processor, self.method_name, argument)))
         future = self.new_future()
         try:
-            if compat.PY2 and isinstance(executor, ProcessPoolExecutor):
+            if compat.PY2 and isinstance(executor, _py2_process_pool()):
                 # The futures backport hangs on what it cannot pickle: find out first.
                 pickle.dumps((processor, self.method_name, argument), pickle.HIGHEST_PROTOCOL)
             executor_future = executor.submit(call, *(head + (

@@ -35,9 +35,9 @@ import sqlite3
 import six
 
 from . import compat
-from .interface import (
-    BatchProcessorError, BatchProcessorResultHandle, describe, processor_name, safe_repr,
-    safe_str)
+from .interface import (  # noqa: F401 - CheckpointError is this module's too
+    BatchProcessorError, BatchProcessorResultHandle, CheckpointError, describe, processor_name,
+    safe_repr, safe_str)
 
 __all__ = ["CheckpointError", "Recorder"]
 
@@ -59,10 +59,6 @@ CREATE TABLE IF NOT EXISTS handles (
 CREATE TABLE IF NOT EXISTS processors (node INTEGER PRIMARY KEY, state BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (node INTEGER PRIMARY KEY, taken INTEGER NOT NULL);
 """
-
-
-class CheckpointError(BatchProcessorError):
-    """A checkpoint file does not fit the run that was given it (or cannot be read)."""
 
 
 class UnrecordedOutcome(BatchProcessorError):

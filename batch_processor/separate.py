@@ -16,7 +16,6 @@ import numbers
 
 import attr
 
-from ._processes import default_workers
 from ._runtime import Runtime, library_callback
 from ._synchronous import ExecutorRuntime, SynchronousMixin
 from .compat import exception_of
@@ -280,6 +279,7 @@ class _ThreadRuntime(ExecutorRuntime, SeparateRuntime):
         processor = self.processor
         self.configure_executor()
         if self.cap is not None and processor._bp_owns_process_pool():
+            from ._processes import default_workers
             # As many jobs again wait in the pool's own queue, so that a worker never
             # idles while the loop hears of an end and submits the next job; the pool
             # has max_parallel_jobs workers, so no more than that many run at once.
