@@ -150,10 +150,9 @@ class _Run(object):
         try:
             for node in self.ordered:
                 node.port = port = attach(node.processor, loop)
-                if attempt_observer is not None:
-                    observing = port.observe(attempt_observer)
-                    if attached is not None:
-                        attached(node, observing)
+                observing = attempt_observer is not None and port.observe(attempt_observer)
+                if attached is not None:
+                    attached(node, observing)
                 node.mark = self._marker(node)
                 port.listen(node.mark, functools.partial(self._busy.add, node))
                 port.watch_faults(self.library_bug)
