@@ -3,19 +3,24 @@
 Architecture, bottom up: ``compat`` hides trollius (Python 2) versus asyncio
 (Python 3) and gives trollius-style coroutines on both; ``interface`` defines the
 processor contract, result handles, states and errors, and the bookkeeping base
-class; ``separate`` (one job per descriptor) and ``sequential`` (batches, one at a
-time) are the concrete processors, each in a coroutine form and a ``Synchronous``
-form that runs plain functions in a ``concurrent.futures`` executor; ``execution``
-wires processors into graphs and drives them, event by event, until nothing is left
-to do. ``util`` holds `UnsafeThreadPoolExecutor`. Optional pieces (progress bars,
-Dask) are imported only when asked for.
+class; ``_runtime`` holds what a processor has while it runs jobs (a `Runtime`) and
+the port a run drives it through (``_runtime.Port``); ``separate`` (one job per
+descriptor) and ``sequential`` (batches, one at a time) are the concrete processors,
+each in a coroutine form and a ``Synchronous`` form that runs plain functions in a
+``concurrent.futures`` executor (``_synchronous``; process pools in ``_processes``).
+A run of a graph (``_graph``) is a ``_run._Run``: it takes its options as one checked
+record (``_options.RunOptions``) and tells its observers (``_observers``: the
+checkpoint, the progress display, the trace) what happens; ``execution`` holds the
+batch runners, ``_streaming`` (and ``_execution_py3``) the streaming ones. ``util``
+holds `UnsafeThreadPoolExecutor`. Optional pieces (``checkpoint`` and its
+``sqlite3``, process pools and ``multiprocessing``, progress bars, traces, Dask) are
+imported only when a run or a processor asks for them.
 """
 from __future__ import absolute_import, division, print_function
 
 import logging
 import sys
 
-from .checkpoint import CheckpointError
 from .compat import CancelledError
 from .execution import (
     BatchProcessorsGraph,
@@ -31,6 +36,7 @@ from .interface import (
     AbstractBatchProcessor,
     BatchProcessorError,
     BatchProcessorResultHandle,
+    CheckpointError,
     ConverterError,
     Failure,
     GraphError,

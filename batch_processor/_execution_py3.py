@@ -21,7 +21,8 @@ class _AsyncGraphIterator:
         self._single = single
         self._processors = graph.processors
         self._loop = compat.current_loop()
-        self._run, self._channel = start_stream(graph, initial_descriptors, self._loop, options)
+        self._run, self._channel = start_stream(graph, initial_descriptors, self._loop, options,
+                                                 single)
         self._ended = False
 
     def __aiter__(self):

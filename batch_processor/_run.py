@@ -112,6 +112,7 @@ class _Run(object):
             nodes[id(source)].out.append((nodes[id(destination)], converter))
         self.nodes = nodes
         self.ordered = [nodes[id(processor)] for processor in processors]
+        self._unreadable = None  # (node, exception) of an initial iterable that raised
         feeds = self._initial_feeds(graph, initial_descriptors)
         self._sources = collections.deque()  # [node, iterator] still to read, lazily
         if self.max_in_flight is not None:
@@ -128,6 +129,10 @@ class _Run(object):
         self._listen(observers_for(options))
         try:
             self._claim()
+            if self._unreadable is not None:  # an initial iterable read whole raised
+                for node in self.ordered:
+                    node.processor.kill()
+                raise self._source_error(*self._unreadable)
             for observer in self.observers:
                 feeds = observer.prepare(self, feeds)
                 if feeds is None:  # nothing left to do: the result is delivered already
@@ -145,10 +150,9 @@ class _Run(object):
         try:
             for node in self.ordered:
                 node.port = port = attach(node.processor, loop)
-                if attempt_observer is not None:
-                    observing = port.observe(attempt_observer)
-                    if attached is not None:
-                        attached(node, observing)
+                observing = attempt_observer is not None and port.observe(attempt_observer)
+                if attached is not None:
+                    attached(node, observing)
                 node.mark = self._marker(node)
                 port.listen(node.mark, functools.partial(self._busy.add, node))
                 port.watch_faults(self.library_bug)
@@ -239,7 +243,9 @@ class _Run(object):
 
     def _initial_feeds(self, graph, initial_descriptors):
         """``(node, descriptors, True, None)`` per initial iterable: a list read whole, or
-        (``max_in_flight``) an iterator read later. `SourceError` if reading one raises."""
+        (``max_in_flight``) an iterator read later. If reading one whole raises, it is
+        kept in ``_unreadable`` (the run raises `SourceError` once it has claimed the
+        processors, so that it kills only its own)."""
         if initial_descriptors is None:
             initial_descriptors = {}
         if not hasattr(initial_descriptors, "items"):
@@ -272,11 +278,13 @@ class _Run(object):
             except TypeError as exc:
                 if getattr(exc, "_bp_not_iterable", False):
                     raise
-                raise self._source_error(node, exc)
+                self._unreadable = (node, exc)
+                return []
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # the user's iterable raised: nothing has run
-                raise self._source_error(node, exc)
+                self._unreadable = (node, exc)
+                return []
             feeds.append((node, iterator, True, None))
         return feeds
 

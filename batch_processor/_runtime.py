@@ -37,7 +37,9 @@ def attach(processor, loop):
     """The runner's port to ``processor`` for a run on ``loop``."""
     attach_method = getattr(processor, "_bp_attach", None)
     if attach_method is not None:
-        return attach_method(loop)
+        port = attach_method(loop)
+        port.configure()
+        return port
     return PublicPort(processor, loop)
 
 
@@ -134,6 +136,12 @@ class Port(object):
         """Kill the processor: every unfinished job ends at once, cancelled, its handle
         ready."""
         raise NotImplementedError
+
+    def configure(self):
+        """Read the processor's options, as a run starts (SPEC "Options between runs"):
+        a change made between runs takes effect now; an invalid value raises the
+        constructor's error, before anything runs. With jobs of the processor still
+        in flight, the change waits for the next run."""
 
     #: True for kinds whose jobs do not overlap (one batch at a time): when a job
     #: ends, no job of the processor is running, so its state matches its handles.

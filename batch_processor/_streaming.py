@@ -56,10 +56,17 @@ class _Channel(object):
         return results
 
 
-def start_stream(graph, initial_descriptors, loop, options):
-    """A `_Run` on ``loop`` whose handles go to a new `_Channel`; return both."""
+def start_stream(graph, initial_descriptors, loop, options, single):
+    """A `_Run` on ``loop`` whose handles go to a new `_Channel`; return both.
+
+    An error of the run's start (`SourceError`) gets the stream's ``.results``."""
     channel = _Channel()
-    run = _Run(graph, initial_descriptors, loop, options, sink=channel.put)
+    try:
+        run = _Run(graph, initial_descriptors, loop, options, sink=channel.put)
+    except BatchProcessorError as error:
+        if getattr(error, "results", None) is not None:
+            error.results = channel.take_all(graph.processors, single)
+        raise
     run.future.add_done_callback(channel.wake)
     return run, channel
 
@@ -84,7 +91,8 @@ class _GraphIterator(object):
         self._ended = False
         token = compat.enter_loop(loop)
         try:
-            self._run, self._channel = start_stream(graph, initial_descriptors, loop, options)
+            self._run, self._channel = start_stream(graph, initial_descriptors, loop, options,
+                                                     single)
         except BaseException:
             self._ended = True
             try:

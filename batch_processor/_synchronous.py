@@ -13,14 +13,14 @@ import collections
 import functools
 import logging
 import pickle
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import six
 
 from . import compat
-from ._processes import ProcessorCopies, ProcessorPool, default_workers
-from .resources import call_with_devices
 from .interface import ProcessorState, describe, safe_repr, safe_str
+from .resources import call_with_devices
 
 if False:  # type checkers only
     from typing import Optional  # noqa: F401
@@ -46,6 +46,21 @@ def check_executor(cls, executor):
                     "concurrent.futures.Executor instance" % (cls.__name__, safe_repr(executor)))
 
 logger = logging.getLogger("batch_processor")
+
+_PROCESSES = __name__.rsplit(".", 1)[0] + "._processes"
+
+
+def _loaded(name):
+    """The class ``name`` of ``_processes`` if that module is loaded, else ``()``: without
+    it nothing can be an instance (process pools load it when first used, so that
+    ``import batch_processor`` loads no ``multiprocessing``)."""
+    module = sys.modules.get(_PROCESSES)
+    return () if module is None else getattr(module, name)
+
+
+def _py2_process_pool():
+    from concurrent.futures import ProcessPoolExecutor
+    return ProcessPoolExecutor
 
 
 def _call_method(processor, method_name, argument):
@@ -92,9 +107,22 @@ class SynchronousMixin(object):
         check_executor(type(self), executor)
         if executor is None or isinstance(executor, six.string_types):
             self._bp_executor_kind = executor
+            self._bp_executor_instance = None
         else:
             self._bp_executor_kind = None
             self._bp_executor_instance = executor
+
+    @property
+    def executor(self):
+        """``executor=``: None, ``"threads"``, ``"processes"`` or the Executor given; set
+        it between runs (the constructor's check at once; the next run uses it)."""
+        if self._bp_executor_instance is not None:
+            return self._bp_executor_instance
+        return self._bp_executor_kind
+
+    @executor.setter
+    def executor(self, executor):
+        self._bp_set_executor(executor)
 
     def _bp_owns_process_pool(self):
         """Whether the jobs run in the process pool of ``executor="processes"``."""
@@ -140,13 +168,37 @@ class ExecutorRuntime(object):
         self.wakeup_pending = False
         self.executor_futures = {}
 
+    #: The worker count the owned executor was made with.
+    owned_workers = None
+
     def default_executor(self):
         executor = self.owned_executor
-        if executor is None or isinstance(executor, ProcessorPool):
+        if executor is None or isinstance(executor, _loaded("ProcessorPool")):
             from .util import UnsafeThreadPoolExecutor
-            executor = UnsafeThreadPoolExecutor(self.processor._default_workers)
+            workers = self.owned_workers = self.processor._default_workers
+            executor = UnsafeThreadPoolExecutor(workers)
             self.owned_executor = executor
         return executor
+
+    def configure_executor(self):
+        """As a run starts, with nothing in flight: an owned executor that no longer
+        matches the processor's options (``executor``, ``max_parallel_jobs``) is shut
+        down, and the next job makes the one they ask for."""
+        owned = self.owned_executor
+        if owned is None:
+            return
+        processor = self.processor
+        if isinstance(owned, _loaded("ProcessorPool")):
+            keep = (processor._bp_executor_kind == "processes"
+                    and processor._bp_executor_instance is None
+                    and self.owned_workers == processor._default_processes)
+        else:
+            keep = (processor._bp_executor_kind != "processes"
+                    and processor._bp_executor_instance is None
+                    and self.owned_workers == processor._default_workers)
+        if not keep:
+            self.owned_executor = self.owned_workers = None
+            owned.shutdown(wait=False)
 
     def configured_executor(self):
         """The executor the constructor's ``executor=`` chose."""
@@ -164,6 +216,7 @@ class ExecutorRuntime(object):
         For a job that holds device ids (``launch_devices``): the pool of one worker
         that serves that device set, made on first use and kept as long.
         """
+        from ._processes import ProcessorPool, default_workers
         held = self.launch_devices
         if held:
             pools = self.__dict__.setdefault("device_pools", {})
@@ -173,7 +226,8 @@ class ExecutorRuntime(object):
             return pool
         pool = self.owned_executor
         if not isinstance(pool, ProcessorPool):
-            workers = self.processor._default_processes or default_workers()
+            self.owned_workers = self.processor._default_processes
+            workers = self.owned_workers or default_workers()
             pool = self.owned_executor = ProcessorPool(self.processor, workers)
         return pool
 
@@ -207,7 +261,7 @@ class ExecutorRuntime(object):
         super(ExecutorRuntime, self).stopped()
         self.end_run_executor()
         pool = self.owned_executor
-        if isinstance(pool, ProcessorPool):
+        if isinstance(pool, _loaded("ProcessorPool")):
             pool.shutdown(kill=self.final is ProcessorState.KILLED)
         for pool in self.__dict__.pop("device_pools", {}).values():
             pool.shutdown(kill=self.final is ProcessorState.KILLED)
@@ -219,7 +273,7 @@ class ExecutorRuntime(object):
         thread pool when a worker takes it, for other executors when it is submitted.
         """
         processor = self.processor
-        if isinstance(executor, ProcessorCopies):
+        if isinstance(executor, _loaded("ProcessorCopies")):
             return self.submit_to_pool(executor, argument, on_start)
         call, head = _call_method, ()
         if on_start is not None:
@@ -236,7 +290,7 @@ class ExecutorRuntime(object):
                 processor, self.method_name, argument)))
         future = self.new_future()
         try:
-            if compat.PY2 and isinstance(executor, ProcessPoolExecutor):
+            if compat.PY2 and isinstance(executor, _py2_process_pool()):
                 # The futures backport hangs on what it cannot pickle: find out first.
                 pickle.dumps((processor, self.method_name, argument), pickle.HIGHEST_PROTOCOL)
             executor_future = executor.submit(call, *(head + (

@@ -53,9 +53,9 @@ import six
 
 from . import compat
 from ._watch_record import Progress  # what watchers read (issue 20)
-from .interface import (
-    BatchProcessorError, BatchProcessorResultHandle, describe, processor_name, safe_repr,
-    safe_str)
+from .interface import (  # noqa: F401 - CheckpointError is this module's too
+    BatchProcessorError, BatchProcessorResultHandle, CheckpointError, describe, processor_name,
+    safe_repr, safe_str)
 
 try:
     import fcntl
@@ -70,10 +70,6 @@ Handle = BatchProcessorResultHandle
 
 _PROTOCOL = 2  # readable by every Python the library runs on
 _OK, _FAILED, _CANCELLED = 0, 1, 2
-
-
-class CheckpointError(BatchProcessorError):
-    """A checkpoint file does not fit the run that was given it (or cannot be read)."""
 
 
 class UnrecordedOutcome(BatchProcessorError):

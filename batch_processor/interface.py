@@ -135,6 +135,14 @@ class RunTimeoutError(BatchProcessorError):
         self.results = results
 
 
+class CheckpointError(BatchProcessorError):
+    """A checkpoint file does not fit the run that was given it (or cannot be read).
+
+    Defined here (and exported by ``batch_processor.checkpoint`` too) so that
+    importing the package loads no ``sqlite3``: that waits for a run with a checkpoint.
+    """
+
+
 class SourceError(BatchProcessorError):
     """An initial iterable of descriptors raised while the run read it.
 

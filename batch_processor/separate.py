@@ -18,7 +18,6 @@ import numbers
 import attr
 
 from . import resources
-from ._processes import default_workers
 from ._runtime import Runtime, library_callback
 from ._synchronous import ExecutorRuntime, SynchronousMixin
 from .compat import exception_of
@@ -133,6 +132,17 @@ class SeparateRuntime(Runtime):
     def __init__(self, processor):
         Runtime.__init__(self, processor)
         self.reset()
+        self.configure()
+
+    def configure(self):
+        """Read ``max_parallel_jobs``, ``job_timeout`` and ``retry`` (at each run: see
+        `Port.configure`); the constructor's error for an invalid one."""
+        processor = self.processor
+        _check_options(type(processor), processor.max_parallel_jobs, processor.job_timeout,
+                       processor.retry, None)
+        # (``uses``, the shared resources a job holds, is read here too.)
+        if self.unfinished:
+            return  # jobs run with the options they started with: the next run
         guarded = processor.job_timeout is not None or processor.retry is not None
         self.cap = processor.max_parallel_jobs
         self.launch = self.launch_attempts if guarded else self.launch_one
@@ -375,9 +385,15 @@ class _ThreadRuntime(ExecutorRuntime, SeparateRuntime):
     method_name = "_run_one_job_synchronous"
     signals_start = True
 
-    def __init__(self, processor):
-        SeparateRuntime.__init__(self, processor)
+    def configure(self):
+        SeparateRuntime.configure(self)
+        if self.unfinished:
+            return
+        processor = self.processor
+        self.configure_executor()
+        self.__dict__.pop("queue_ahead", None)  # an earlier run's pool may not be this one's
         if self.cap is not None and processor._bp_owns_process_pool():
+            from ._processes import default_workers
             # As many jobs again wait in the pool's own queue, so that a worker never
             # idles while the loop hears of an end and submits the next job; the pool
             # has max_parallel_jobs workers, so no more than that many run at once.

@@ -36,6 +36,21 @@ def _check_seconds(cls, option, value, zero_ok):
                          % (cls.__name__, option, safe_repr(value), ">= 0" if zero_ok else "> 0"))
 
 
+def _check_options(cls, max_batch_size, max_batch_wait, job_timeout, retry):
+    """The constructor's checks of the options (also made as each run starts)."""
+    if max_batch_size is not None and (
+            not isinstance(max_batch_size, numbers.Integral) or isinstance(max_batch_size, bool)
+            or max_batch_size < 1):
+        raise ValueError("%s(max_batch_size=%s): give None (all queued) or an integer >= 1"
+                         % (cls.__name__, safe_repr(max_batch_size)))
+    _check_seconds(cls, "max_batch_wait", max_batch_wait, True)
+    _check_seconds(cls, "job_timeout", job_timeout, False)
+    from .separate import RetryPolicy
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError("%s(retry=%s): give None (one attempt) or a RetryPolicy(...)"
+                        % (cls.__name__, safe_repr(retry)))
+
+
 class _SequentialBase(BaseBatchProcessor):
     """One worker, taking queued descriptors in batches of at most ``max_batch_size``."""
 
@@ -48,17 +63,7 @@ class _SequentialBase(BaseBatchProcessor):
                  name=None, uses=None):
         cls = type(self)
         check_name(cls, name)
-        if max_batch_size is not None and (
-                not isinstance(max_batch_size, numbers.Integral) or isinstance(max_batch_size, bool)
-                or max_batch_size < 1):
-            raise ValueError("%s(max_batch_size=%s): give None (all queued) or an integer >= 1"
-                             % (type(self).__name__, safe_repr(max_batch_size)))
-        _check_seconds(cls, "max_batch_wait", max_batch_wait, True)
-        _check_seconds(cls, "job_timeout", job_timeout, False)
-        from .separate import RetryPolicy
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise TypeError("%s(retry=%s): give None (one attempt) or a RetryPolicy(...)"
-                            % (cls.__name__, safe_repr(retry)))
+        _check_options(cls, max_batch_size, max_batch_wait, job_timeout, retry)
         self.max_batch_size = max_batch_size
         self.max_batch_wait = max_batch_wait
         self.job_timeout = job_timeout
@@ -95,11 +100,28 @@ class SequentialRuntime(Runtime):
     def __init__(self, processor):
         Runtime.__init__(self, processor)
         self.reset()
-        self.wait = getattr(processor, "max_batch_wait", None)
-        if getattr(processor, "job_timeout", None) is not None or \
-                getattr(processor, "retry", None) is not None:
+        self.configure()
+
+    def configure(self):
+        """Read ``max_batch_wait``, ``job_timeout`` and ``retry`` (at each run: see
+        `Port.configure`; ``max_batch_size`` is read per batch); the constructor's
+        error for an invalid one."""
+        processor = self.processor
+        wait = getattr(processor, "max_batch_wait", None)
+        timeout = getattr(processor, "job_timeout", None)
+        retry = getattr(processor, "retry", None)
+        _check_options(type(processor), getattr(processor, "max_batch_size", None), wait,
+                       timeout, retry)
+        # (``uses``, the shared resources a batch holds, is read here too.)
+        if self.unfinished:
+            return  # the batches run with the options they started with: the next run
+        self.wait = wait
+        if timeout is not None or retry is not None:
             self.launch = self.launch_attempts
             self.observes_attempts = True  # each attempt is an event, not the batch whole
+        else:
+            self.__dict__.pop("launch", None)
+            self.__dict__.pop("observes_attempts", None)
 
     def reset(self):
         self.queue = collections.deque()
@@ -373,6 +395,11 @@ class SequentialBatchProcessor(_SequentialBase):
 
 class _ThreadRuntime(ExecutorRuntime, SequentialRuntime):
     method_name = "_run_batch_synchronous"
+
+    def configure(self):
+        SequentialRuntime.configure(self)
+        if not self.unfinished:
+            self.configure_executor()
 
     def launch_batch(self, batch):
         return self.submit(self.processor._executor, list(batch))

@@ -26,7 +26,6 @@ from __future__ import absolute_import, division, print_function
 import atexit
 import itertools
 import logging
-import multiprocessing
 import os
 import sys
 import threading
@@ -59,7 +58,10 @@ def _default_max_workers():
     """Returns: the standard library's default pool size, ``min(32, cpu + 4)``."""
     cpu_count = getattr(os, "process_cpu_count", None) or getattr(os, "cpu_count", None)
     try:
-        cpus = cpu_count() if cpu_count else multiprocessing.cpu_count()
+        if cpu_count is None:  # Python 2.7
+            import multiprocessing
+            cpu_count = multiprocessing.cpu_count
+        cpus = cpu_count()
     except NotImplementedError:
         cpus = None
     return min(32, (cpus or 1) + 4)

@@ -10,12 +10,14 @@ from __future__ import absolute_import, division, print_function
 import inspect
 import io
 import json
+import os
 
 import pytest
 
 import batch_processor
 from batch_processor import (
-    BatchProcessorsGraph, RunTimeoutError, SeparateBatchProcessor, compat, execution)
+    BatchProcessorsGraph, RunTimeoutError, SeparateBatchProcessor,
+    SeparateBatchProcessorSynchronous, compat, execution)
 from batch_processor.compat import From, Return, coroutine
 
 from helpers import PY2, Separate, descriptors_of, outcome
@@ -266,3 +268,21 @@ def test_a_traced_stream_closed_early_leaves_valid_json(name, loop_factory, tmpd
 def test_the_default_checkpoint_interval_is_a_tenth_of_a_second():
     assert _parameters(batch_processor.run_batch_processor)[-2] == ("checkpoint_interval", 0.1)
 
+
+
+class InProcesses(SeparateBatchProcessorSynchronous):
+    """Jobs in the processor's own process pool: each returns the worker's process id."""
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        return os.getpid()
+
+
+@pytest.mark.parametrize("name", RUNNERS)
+def test_a_process_pool_through_every_runner(name, loop_factory):
+    processor = InProcesses(executor="processes", max_parallel_jobs=1)
+    try:
+        handles = drive(name, processor, sizes(name, 2), loop_factory, timeout=60)
+    finally:
+        processor.kill()  # ends the pool's worker
+    assert [outcome(h)[0] for h in handles] == ["ok"] * len(sizes(name, 2))
+    assert all(outcome(h)[1] != os.getpid() for h in handles)
