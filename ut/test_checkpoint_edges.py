@@ -343,7 +343,10 @@ def test_an_outcome_that_does_not_unpickle_comes_back_as_a_failure(tmpdir):
     assert outcomes[1] == ("ok", 1)
     assert outcomes[2][0] == "failed" and "cannot be read back" in str(outcomes[2][1])
     assert "I cannot be loaded" in str(outcomes[2][1])
-    assert outcomes[3][0] == "failed" and "could not be recorded" in str(outcomes[3][1])
+    # An exception whose __init__ takes other arguments: caught when recorded, unless a
+    # module of the suite (tblib, through distributed) made such exceptions unpickle.
+    assert outcomes[3][0] == "failed"
+    assert isinstance(outcomes[3][1], TwoArguments) or "could not be recorded" in str(outcomes[3][1])
 
 
 # -- 6. foreign and damaged files, bad directories ----------------------------------------
