@@ -208,7 +208,7 @@ class CheckpointLock(object):
                                   "path in a directory you may write to"
                                   % (path, self.path, safe_str(exc)))
         try:
-            if not _try_lock(fd):
+            if not _try_lock_a_moment(fd):
                 raise CheckpointError(
                     "checkpoint=%r is in use by another run (%s holds %r); wait for it to end, "
                     "or use another path" % (path, _holder_text(self.path), self.path))
@@ -232,6 +232,20 @@ class CheckpointLock(object):
         with _held_lock:
             if _held.get(self.key) is self:
                 del _held[self.key]
+
+
+def _try_lock_a_moment(fd, tries=50, pause=0.002):
+    """`_try_lock`, tried again for a moment: a watcher (``status``, the dashboard) holds
+    a shared lock for the instant it takes to look, and a run that starts then must not
+    mistake it for another run."""
+    for _ in range(tries - 1):
+        if _try_lock(fd):
+            return True
+        _pause(pause)
+    return _try_lock(fd)
+
+
+_pause = time.sleep
 
 
 def _try_lock(fd):
@@ -547,7 +561,6 @@ class Recorder(object):
         keys = [pop(id(handle.descriptor), None) for handle in handles]
         if self.duplicates:
             keys = self._deduplicated(index, handles, keys)
-        self.watch.collected(index, keys, handles, node.kept is not None)
         self.unconverted.setdefault(index, []).extend(zip(keys, handles))
         if self.converting is None:  # what is fed from now on comes from these handles
             self.converting = len(self.new_fed)
@@ -561,6 +574,10 @@ class Recorder(object):
             self.converting = None
         if not items:
             return
+        # Watchers count a handle when it counts as recorded: a conversion that failed
+        # runs its jobs again after a resume, and they are counted then, once.
+        self.watch.collected(index, [key for key, _ in items], [handle for _, handle in items],
+                             node.kept is not None)
         if node.kept is not None:
             self.new_handles.setdefault(index, []).extend(items)
         else:

@@ -152,11 +152,12 @@ class CheckpointStatus(object):
         comes back as a stand-in that shows its class name and attributes.
         """
         names = [p.name for p in self.processors]
+        loads = _lenient_loads if lenient else None
         loop = compat.asyncio.new_event_loop()
         try:
             for node, rows in _recorded_rows(self.path, lenient):
                 for row in rows:
-                    yield _name(names, node), row[0], _handle(row, loop)
+                    yield _name(names, node), row[0], _handle(row, loop, loads)
         finally:
             loop.close()
 
@@ -442,8 +443,17 @@ def _recorded_rows(path, lenient=False):
             yield node, rows
 
 
-def _handle(row, loop):
-    key, descriptor, kind, value = row
+def _handle(row, loop, loads=None):
+    """A handle of a recorded row: ``(key, descriptor, kind, value)``, or
+    ``(key, descriptor, kind, None, blob)`` for a value pickled on its own."""
+    key, descriptor, kind, value = row[:4]
+    if len(row) > 4 and row[4] is not None:
+        try:
+            value = (loads or _checkpoint_loads)(row[4])
+        except Exception as exc:  # that one value does not unpickle here: say so
+            kind, value = _FAILED, _Unreadable(
+                "the outcome of the job %s was recorded but cannot be read back (%s: %s)"
+                % (safe_repr(descriptor), type(exc).__name__, safe_str(exc)))
     future = compat.new_future(loop)
     if kind == _OK:
         future.set_result(value)
@@ -521,6 +531,15 @@ class _LenientUnpickler(pickle.Unpickler, object):
             return super(_LenientUnpickler, self).find_class(module, name)
         except (ImportError, AttributeError):
             return _stand_in(module, name)
+
+
+class _Unreadable(Exception):
+    """The failure shown for a recorded outcome that does not unpickle."""
+
+
+def _checkpoint_loads(blob):
+    from .checkpoint import _loads
+    return _loads(blob)
 
 
 def _lenient_loads(blob):

@@ -105,6 +105,25 @@ class Hold(SeparateBatchProcessorSynchronous):
         return job_descriptor
 
 
+def test_a_run_that_starts_while_a_watcher_looks_is_not_refused(tmpdir, monkeypatch):
+    path = str(tmpdir.join("run.sqlite"))
+    run_batch_processor(Square(), [1], checkpoint=path + "-first")  # nothing holds path
+    watcher = os.open(path + ".lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    fcntl.flock(watcher, fcntl.LOCK_SH | fcntl.LOCK_NB)  # as status does, for an instant
+    pauses = []
+
+    def pause(seconds):  # the watcher is done looking while the run waits a moment
+        pauses.append(seconds)
+        fcntl.flock(watcher, fcntl.LOCK_UN)
+
+    monkeypatch.setattr(checkpoint_module, "_pause", pause)
+    try:
+        handles = run_batch_processor(Square(), [2], checkpoint=path)
+    finally:
+        os.close(watcher)
+    assert [h.future.result() for h in handles] == [4] and pauses
+
+
 def test_a_second_run_on_a_checkpoint_in_use_in_this_process_is_refused(tmpdir):
     path = str(tmpdir.join("run.sqlite"))
     first = Hold()

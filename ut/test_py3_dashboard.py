@@ -153,25 +153,6 @@ def browser(monkeypatch):
         driver.quit()
 
 
-def hold_the_runs_lock(path):
-    """Hold the live run's lock, as the run does itself once the durable branch is merged.
-
-    For the lead, after that merge: this returns None (the run holds the lock already)
-    and can be deleted. Until then no run holds it, and the test holds it for the run,
-    in the run's process, with the content the run writes.
-    """
-    import fcntl
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, ("%d %s\n" % (os.getpid(), socket.gethostname())).encode())
-    return fd
-
-
 def cells(driver, name):
     """The numbers of processor ``name``'s row of the status table."""
     from selenium.webdriver.common.by import By
@@ -201,7 +182,6 @@ def test_the_dashboard_shows_a_run_in_progress_and_follows_it(tmpdir, monkeypatc
     descriptors = [Hostile(1)] + list(range(1, 9))
     with LiveRun(path, descriptors, free=[Hostile(1), 1, 2, 3], monkeypatch=monkeypatch) as run:
         run.wait_for(lambda s: s.processors[1].succeeded == 3 and s.processors[1].failed == 1)
-        lock = hold_the_runs_lock(path)
         child, url = start_dashboard("search.sqlite", cwd=str(tmpdir))
         try:
             browser.get(url)
@@ -228,8 +208,6 @@ def test_the_dashboard_shows_a_run_in_progress_and_follows_it(tmpdir, monkeypatc
                 shutil.copyfile(screenshot, SCREENSHOT)
         finally:
             code, _, err = stop(child)
-            if lock is not None:
-                os.close(lock)
         assert code == 0 and "Traceback" not in err, err
     assert run.error is None
     assert read_checkpoint(path).state == "finished"

@@ -189,9 +189,7 @@ def test_a_run_in_progress_shows_what_it_fed_and_collected(tmpdir, monkeypatch):
         assert (trainer.name, trainer.fed, trainer.succeeded) == ("trainer", 8, 3)
         assert trainer.in_flight == 5
         assert (scorer.name, scorer.fed, scorer.in_flight) == ("scorer", 3, 0)
-        # Marked for the lead: without the durable branch's lock the live run reads as
-        # "stopped"; once merged, assert status.state == "running" and status.pid == os.getpid().
-        assert status.state in ("running", "stopped")
+        assert (status.state, status.pid) == ("running", os.getpid())
         assert status.updated >= status.started
         run.release(2)
         later = run.wait_for(lambda s: s.processors[1].succeeded == 5)
@@ -215,36 +213,15 @@ def test_hostile_reprs_are_recorded_as_text_in_failures(tmpdir, monkeypatch):
     assert "cannot score <b><script>alert(1)</script></b>" in status.failures[0].error
 
 
-HOLDER = r"""
-import fcntl, os, socket, sys
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
-fcntl.flock(fd, fcntl.LOCK_EX)
-os.write(fd, ("%d %s\n" % (os.getpid(), socket.gethostname())).encode())
-sys.stdout.write("locked\n")
-sys.stdout.flush()
-sys.stdin.read()
-"""
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="the run's lock is an flock (POSIX)")
-def test_a_live_holder_of_the_sidecar_lock_reads_as_running_with_its_pid(tmpdir, monkeypatch):
+def test_a_live_run_reads_as_running_with_its_pid(tmpdir, monkeypatch):
     path = str(tmpdir.join("live.sqlite"))
     with LiveRun(path, range(3), free=[0], monkeypatch=monkeypatch) as run:
-        run.wait_for(lambda s: s.processors[0].succeeded == 1)
-        # The durable branch's run holds this lock itself; here a child stands for it.
-        holder = subprocess.Popen([sys.executable, "-c", HOLDER, path + ".lock"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        try:
-            assert holder.stdout.readline() == b"locked\n"
-            status = read_checkpoint(path)
-            assert (status.state, status.pid) == ("running", holder.pid)
-            code, out, _ = cli("status", path)
-            assert "running (pid %d)" % holder.pid in out
-        finally:
-            holder.stdin.close()
-            holder.wait()
-            holder.stdout.close()
-        assert read_checkpoint(path).state == "stopped"  # the sidecar is there, its lock free
+        status = run.wait_for(lambda s: s.processors[0].succeeded == 1)
+        assert (status.state, status.pid) == ("running", os.getpid())
+        code, out, _ = cli("status", path)
+        assert "running (pid %d)" % os.getpid() in out
+    assert run.error is None
     assert read_checkpoint(path).state == "finished"
 
 
@@ -333,7 +310,7 @@ def test_an_older_checkpoint_without_the_watchers_tables_reads_with_zero_counts(
     db.executescript("DROP TABLE watch_meta; DROP TABLE watch_counts; DROP TABLE watch_records;")
     db.close()
     status = read_checkpoint(finished)
-    assert status.state == "finished" and status.started is None and status.failures == []
+    assert status.state == "finished" and status.failures == []
     assert [(p.name, p.fed) for p in status.processors] == [("square", 0)]
     assert len(list(status.handles())) == 10
 
@@ -403,8 +380,7 @@ def test_status_and_export_follow_a_run_of_the_demo(tmpdir):
         code, out, err = cli("status", path, "--json")
         assert code == 0, err
         live = json.loads(out)
-        # For the lead: "running" once the durable branch's lock is merged.
-        assert live["state"] in ("running", "stopped")
+        assert (live["state"], live["pid"]) == ("running", demo.pid)
         assert [p["name"] for p in live["processors"]] == ["Proposer", "Trainer", "Leaderboard"]
         assert live["processors"][0]["fed"] >= 1
     finally:

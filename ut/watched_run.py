@@ -88,10 +88,11 @@ class LiveRun(object):
         live = self
 
         def record(recorder, *args, **kwargs):
-            original(recorder, *args, **kwargs)
+            written = original(recorder, *args, **kwargs)
             with live.recorded:
                 live.records += 1
                 live.recorded.notify_all()
+            return written
 
         monkeypatch.setattr(checkpoint_module.Recorder, "record", record)
         self.thread = threading.Thread(target=self._run)
