@@ -28,6 +28,7 @@ import threading
 from concurrent.futures import Executor
 
 from batch_processor import (
+    AbstractBatchProcessor,
     SeparateBatchProcessor,
     SeparateBatchProcessorSynchronous,
     SequentialBatchProcessor,
@@ -725,3 +726,45 @@ class RecordingSeparateSync(OwnExecutor, GatedSeparateSync):
 
 class RecordingSequentialSync(OwnExecutor, GatedSequentialSync):
     """`GatedSequentialSync` in the executor the test sets (a `RecordingExecutor`)."""
+
+
+class Delegating(AbstractBatchProcessor):
+    """The public contract of a processor written by hand, forwarding to ``inner``."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def feed_new(self, descriptors):
+        self.inner.feed_new(descriptors)
+
+    def get_ready(self):
+        return self.inner.get_ready()
+
+    def wait_ready(self):
+        return self.inner.wait_ready()
+
+    @property
+    def in_flight(self):
+        return self.inner.in_flight
+
+    @property
+    def state(self):
+        return self.inner.state
+
+    def stop(self):
+        return self.inner.stop()
+
+    def kill(self):
+        self.inner.kill()
+
+
+class CountingSquare(SeparateBatchProcessorSynchronous):
+    """Squares its descriptors and counts its calls (``calls``)."""
+
+    def __init__(self, **kwargs):
+        super(CountingSquare, self).__init__(**kwargs)
+        self.calls = 0
+
+    def _run_one_job_synchronous(self, job_descriptor):
+        self.calls += 1
+        return job_descriptor * job_descriptor

@@ -230,14 +230,7 @@ def test_a_finished_checkpoint_returns_its_result_and_runs_nothing(tmpdir, refer
     assert len(jobs_run(tmpdir)) == TRIALS  # nothing ran again
 
 
-class Square(SeparateBatchProcessorSynchronous):
-    def __init__(self, **kwargs):
-        super(Square, self).__init__(**kwargs)
-        self.calls = 0
-
-    def _run_one_job_synchronous(self, job_descriptor):
-        self.calls += 1
-        return job_descriptor * job_descriptor
+Square = helpers.CountingSquare
 
 
 class Batches(SequentialBatchProcessorSynchronous):

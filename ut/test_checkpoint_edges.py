@@ -26,14 +26,7 @@ from batch_processor import checkpoint as checkpoint_module
 from batch_processor import _sqlite_store
 
 
-class Square(SeparateBatchProcessorSynchronous):
-    def __init__(self, **kwargs):
-        super(Square, self).__init__(**kwargs)
-        self.calls = 0
-
-    def _run_one_job_synchronous(self, job_descriptor):
-        self.calls += 1
-        return job_descriptor * job_descriptor
+Square = helpers.CountingSquare
 
 
 class Sum(SequentialBatchProcessorSynchronous):

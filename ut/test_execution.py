@@ -19,7 +19,6 @@ import weakref
 import pytest
 
 from batch_processor import (
-    AbstractBatchProcessor,
     BatchProcessorError,
     BatchProcessorResultHandle,
     BatchProcessorsGraph,
@@ -45,6 +44,7 @@ from batch_processor.compat import PY2, From, Return, asyncio, coroutine
 from batch_processor.interface import describe
 
 from helpers import (
+    Delegating,
     KINDS,
     TIMEOUT,
     Blocker,
@@ -974,36 +974,6 @@ def test_handles_are_listed_in_the_order_they_were_collected(loop_factory):
     results = run_batch_processors_graph(graph, {counter: [4]}, loop_factory=loop_factory)
     # each step is fed only after the previous handle was collected
     assert [h.descriptor for h in results[counter]] == [4, 3, 2, 1]
-
-
-class Delegating(AbstractBatchProcessor):
-    """Implements the abstract contract by hand (here: by forwarding to ``inner``)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def feed_new(self, descriptors):
-        self.inner.feed_new(descriptors)
-
-    def get_ready(self):
-        return self.inner.get_ready()
-
-    def wait_ready(self):
-        return self.inner.wait_ready()
-
-    @property
-    def in_flight(self):
-        return self.inner.in_flight
-
-    @property
-    def state(self):
-        return self.inner.state
-
-    def stop(self):
-        return self.inner.stop()
-
-    def kill(self):
-        self.inner.kill()
 
 
 def test_runners_drive_a_hand_written_processor_through_wait_ready():

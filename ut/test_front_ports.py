@@ -5,7 +5,7 @@ from __future__ import absolute_import, division, print_function
 import pytest
 
 from batch_processor import (
-    AbstractBatchProcessor, ProcessorState, ProcessorStateError, SeparateBatchProcessor)
+    ProcessorState, ProcessorStateError, SeparateBatchProcessor)
 from batch_processor._runtime import Port, PublicPort, Runtime, attach
 from batch_processor import compat
 from batch_processor.compat import From, Return, asyncio, coroutine
@@ -36,34 +36,8 @@ class GatedJobs(SeparateBatchProcessor):
         raise Return(job_descriptor)
 
 
-class HandWritten(AbstractBatchProcessor):
-    """The public contract by hand, forwarding to ``inner``."""
+HandWritten = helpers.Delegating  # the public contract by hand
 
-    def __init__(self, inner):
-        self.inner = inner
-
-    def feed_new(self, descriptors):
-        self.inner.feed_new(descriptors)
-
-    def get_ready(self):
-        return self.inner.get_ready()
-
-    def wait_ready(self):
-        return self.inner.wait_ready()
-
-    @property
-    def in_flight(self):
-        return self.inner.in_flight
-
-    @property
-    def state(self):
-        return self.inner.state
-
-    def stop(self):
-        return self.inner.stop()
-
-    def kill(self):
-        self.inner.kill()
 
 
 @pytest.fixture(params=["runtime", "public"])
