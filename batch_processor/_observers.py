@@ -164,9 +164,10 @@ class CheckpointObserver(RunObserver):
                            "the graph again", recorder.path)
             return None
         if recorder.resumed:
-            logger.warning("checkpoint=%r: resuming a run that stopped; %d handles recorded, "
-                           "%d jobs to run again", recorder.path,
-                           sum(len(h) for h in restored.values()), len(pending))
+            recorded = sum(len(h) for h in restored.values())
+            logger.warning("checkpoint=%r: resuming a run that stopped; %s recorded, %s to run "
+                           "again", recorder.path, _counted(recorded, "handle"),
+                           _counted(len(pending), "job"))
         return feeds
 
     def _resumed_feeds(self, run, feeds, pending, ordered):
@@ -315,3 +316,7 @@ def observers_for(options):
             observers.append(observer)
     return observers
 
+
+def _counted(number, noun):
+    """``"1 job"``, ``"2 jobs"``."""
+    return "%d %s%s" % (number, noun, "" if number == 1 else "s")

@@ -563,3 +563,27 @@ def test_a_stream_closed_early_resumes_from_its_checkpoint(tmpdir):
     assert results(resumed) == sorted(d * d for d in range(10))
     assert set(RAN) == set(range(10)) and not set(RAN[seen:]) & set([0, 1, 2])
     assert len(RAN) <= 10 + 2  # again: at most what was in flight or not yet recorded
+
+
+def test_the_resume_warning_counts_in_words(tmpdir, caplog):
+    path = str(tmpdir.join("run.sqlite"))
+    fixed = []
+
+    def convert(*handles):
+        if not fixed:
+            raise ValueError("not yet")
+        return [h.future.result() for h in handles]
+
+    def run():
+        graph = BatchProcessorsGraph()
+        square, after = Square(), Square(name="after")
+        graph.add_connected_processors(square, after, convert)
+        return run_batch_processors_graph(graph, {square: [3]}, checkpoint=path), after
+
+    with pytest.raises(ConverterError):
+        run()
+    fixed.append(True)
+    with caplog.at_level(logging.WARNING, logger="batch_processor"):
+        results, after = run()
+    assert [h.future.result() for h in results[after]] == [81]
+    assert "0 handles recorded, 1 job to run again" in caplog.text
