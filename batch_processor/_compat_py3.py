@@ -136,12 +136,19 @@ def coroutine(func):
             result = func(*args, **kwargs)
         except Return as ret:
             return ret.value
-        if inspect.isgenerator(result):
+        if _trollius_style(result):
             return await _drive(result)
         if inspect.isawaitable(result):
             return await result
         return result
     return plain_coroutine
+
+
+def _trollius_style(obj):
+    """A generator to drive as a trollius coroutine: not one of asyncio's own
+    generator-based coroutines (3.6's ``asyncio.sleep``, ``@asyncio.coroutine``), which
+    are awaited as they are (their ``yield from future`` needs asyncio's protocol)."""
+    return inspect.isgenerator(obj) and not obj.gi_code.co_flags & inspect.CO_ITERABLE_COROUTINE
 
 
 async def _await(awaitable):
@@ -154,7 +161,7 @@ def as_future(obj, loop):
         return loop.create_task(obj)
     if asyncio.isfuture(obj):
         return obj
-    if inspect.isgenerator(obj):  # trollius style: it yields futures, not ``yield from``
+    if _trollius_style(obj):  # it yields futures, not ``yield from``
         return loop.create_task(_drive(obj))
     if asyncio.iscoroutine(obj):  # e.g. the debug-mode CoroWrapper of Python 3.6
         return loop.create_task(obj)

@@ -191,3 +191,18 @@ def test_run_until_complete_of_a_main_awaiting_run_batch_processor_async(loop):
 
     [handle] = run(loop, main())
     assert handle.descriptor == 7 and handle.future.result() == 70
+
+
+class ReturnsAsyncioSleep(SeparateBatchProcessor):
+    """A plain ``_run_one_job`` that returns asyncio's own coroutine (a generator-based
+    one on 3.6, whose ``yield from future`` is not a trollius-style coroutine's)."""
+
+    def _run_one_job(self, job_descriptor):
+        return asyncio.sleep(job_descriptor, result=job_descriptor)
+
+
+def test_a_plain_job_returning_asyncio_sleep_runs_and_times_out():
+    from batch_processor import JobTimeoutError, run_batch_processor
+    handles = run_batch_processor(ReturnsAsyncioSleep(job_timeout=1.0), [0, TIMEOUT * 10])
+    assert handles[0].future.result() == 0
+    assert isinstance(handles[1].future.exception(), JobTimeoutError)
