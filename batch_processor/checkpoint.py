@@ -612,8 +612,10 @@ class Recorder(object):
         self.timer = None
         if self.closed:
             return
+        began = _clock()
         self.record()
-        self.timer = self.loop.call_later(self.interval, self._on_timer)
+        self.timer = self.loop.call_later(
+            record_spacing(self.interval, _clock() - began), self._on_timer)
 
     def record(self, finished=False):
         """Write one record: what changed since the previous one.
@@ -804,6 +806,18 @@ class Recorder(object):
                 "processes but are not recorded", describe(processor), len(blob) / 2.0 ** 20,
                 self.interval, ", ".join(_largest(state)) or "?")
         return blob
+
+
+#: A record that took ``t`` seconds (a large state to pickle, a slow disk) is followed by
+#: the next one ``RECORD_SPACING * t`` seconds later at the earliest, so that recording
+#: takes at most a tenth of the loop's time whatever ``checkpoint_interval`` says.
+RECORD_SPACING = 9
+_clock = time.time
+
+
+def record_spacing(interval, spent):
+    """Seconds from the end of a record that took ``spent`` seconds to the next one."""
+    return max(interval, RECORD_SPACING * spent)
 
 
 def not_recorded(cls):

@@ -587,3 +587,29 @@ def test_the_resume_warning_counts_in_words(tmpdir, caplog):
         results, after = run()
     assert [h.future.result() for h in results[after]] == [81]
     assert "0 handles recorded, 1 job to run again" in caplog.text
+
+
+def test_a_record_that_takes_long_spaces_the_next_ones_out(tmpdir, monkeypatch):
+    ticks = iter(range(0, 1000000, 2))  # each record seems to take 2 s
+    monkeypatch.setattr(checkpoint_module, "_clock", lambda: next(ticks))
+    delays, rescheduled = [], threading.Event()
+    spacing = checkpoint_module.record_spacing
+
+    def spaced(interval, spent):
+        delays.append(spacing(interval, spent))
+        rescheduled.set()
+        return delays[-1]
+
+    monkeypatch.setattr(checkpoint_module, "record_spacing", spaced)
+
+    class WaitsForARecord(SeparateBatchProcessorSynchronous):
+        def _run_one_job_synchronous(self, job_descriptor):
+            assert rescheduled.wait(helpers.TIMEOUT)
+            return job_descriptor
+
+    path = str(tmpdir.join("run.sqlite"))
+    handles = run_batch_processor(WaitsForARecord(), [1], checkpoint=path,
+                                  checkpoint_interval=0.01)
+    assert [h.future.result() for h in handles] == [1]
+    assert delays[0] == checkpoint_module.RECORD_SPACING * 2  # not the interval, 0.01 s
+    assert spacing(0.1, 0.001) == 0.1  # a quick record: the interval
