@@ -640,11 +640,26 @@ def _terminate(pool):
     if compat.PY2:
         _end_backport_pool(pool, thread)
         return
+    _forget_dead_writers(pool)
     if thread is not None:
         # The manager thread sees the dead workers and cleans up; shutting down before
         # it is done closes its queue under it (3.7 and 3.8 then raise in that thread).
         thread.join(5)
     _shutdown_now(pool)
+
+
+def _forget_dead_writers(pool):
+    """3.6: the pool wakes its manager thread (at shutdown, and at exit) by writing to
+    the result queue, under the queue's write lock; a worker terminated while it wrote
+    its result holds that lock for good. Its workers all terminated, the pool's own
+    thread is the queue's only writer left: it needs no lock. (3.7+ wake the thread
+    through a pipe of their own.)"""
+    if hasattr(pool, "_queue_management_thread_wakeup") or \
+            hasattr(pool, "_executor_manager_thread_wakeup"):
+        return
+    queue = getattr(pool, "_result_queue", None)
+    if queue is not None and getattr(queue, "_wlock", None) is not None:
+        queue._wlock = None
 
 
 def _end_backport_pool(pool, thread):

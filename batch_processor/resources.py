@@ -315,7 +315,11 @@ def _current_task():
         current = getattr(asyncio, "current_task", None)
         if current is not None:
             return current()
-        return asyncio.Task.current_task()
+        task = asyncio.Task.current_task()
+        python_task = getattr(asyncio.tasks, "_PyTask", None)  # 3.6: its own registry
+        if task is None and python_task is not None:
+            task = python_task.current_task()
+        return task
     except RuntimeError:  # no running loop in this thread
         return None
 
