@@ -37,7 +37,7 @@ from .interface import describe, safe_repr, safe_str
 try:
     from concurrent.futures.process import _RemoteTraceback
 except ImportError:  # Python 2.7's backport
-    _RemoteTraceback = None
+    _RemoteTraceback = None  # type: ignore[assignment,misc]
 try:
     from concurrent.futures.process import BrokenProcessPool
 except ImportError:  # Python 2.7's backport
