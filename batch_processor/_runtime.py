@@ -581,11 +581,15 @@ class Runtime(Port):
                     except CancelledError:
                         request.release()
                         raise
-            if request is None:
-                future = self.guarded(launch, argument)
-            else:
-                future = self.guarded(
-                    functools.partial(self.launch_holding, request, launch), argument)
+            try:
+                if request is None:
+                    future = self.guarded(launch, argument)
+                else:
+                    future = self.guarded(
+                        functools.partial(self.launch_holding, request, launch), argument)
+            except (KeyboardInterrupt, SystemExit):  # see `start_task`
+                self.interrupted_task = resources.current_task()
+                raise
             current.append(future)
             if observer is not None and announce is None:
                 self.show_attempt(observer, future, argument, attempt)
@@ -625,6 +629,22 @@ class Runtime(Port):
                            self.describe_attempt(argument), safe_repr(exc), delay)
             if delay > 0:
                 yield From(asyncio.sleep(delay))
+
+    interrupted_task = None
+
+    def start_task(self, coro):
+        """``loop.create_task(coro)`` for `attempts`. An eager task (3.12+'s eager task
+        factory) runs its first step here: interrupted there (KeyboardInterrupt,
+        SystemExit), it is done with that exception before anything could look at it,
+        and asyncio would log it as never retrieved. It is marked seen; the interrupt
+        goes on."""
+        try:
+            return self.loop.create_task(coro)
+        except (KeyboardInterrupt, SystemExit):
+            task, self.interrupted_task = self.interrupted_task, None
+            if task is not None and task.done() and not task.cancelled():
+                exception_of(task)
+            raise
 
     def attempt_started(self, current, expired, announce, timed):
         """A worker took the attempt ``current[0]``: it runs from now (see `attempts`)."""

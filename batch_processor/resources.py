@@ -303,13 +303,14 @@ def devices():
     held = getattr(_local, "devices", None)
     if held is not None:
         return held
-    task = _current_task()
+    task = current_task()
     if task is not None:
         return _task_devices.get(task, ())
     return ()
 
 
-def _current_task():
+def current_task():
+    """The asyncio task running in this thread, or ``None``."""
     from .compat import asyncio
     try:
         current = getattr(asyncio, "current_task", None)

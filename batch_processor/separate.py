@@ -250,7 +250,7 @@ class SeparateRuntime(Runtime):
         if logger.isEnabledFor(_DEBUG):
             logger.debug("%s: job %s starts", describe(self.processor), safe_repr(descriptor))
         try:
-            task = self.loop.create_task(self.attempts(descriptor))  # eager: runs now
+            task = self.start_task(self.attempts(descriptor))  # eager: runs now
         except BaseException:  # KeyboardInterrupt, SystemExit: the run is interrupted
             self.abort_start(descriptor)
             raise

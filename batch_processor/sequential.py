@@ -234,7 +234,7 @@ class SequentialRuntime(Runtime):
         return "the batch of %d descriptors %s" % (len(batch), safe_repr(batch, 120))
 
     def launch_attempts(self, batch, units=None):
-        task = self.loop.create_task(self.attempts(batch, units))
+        task = self.start_task(self.attempts(batch, units))
         outer = self.new_future()
 
         def unwrap(task):  # the batch's outcome: its last attempt's future
