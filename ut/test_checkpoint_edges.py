@@ -170,7 +170,11 @@ def test_a_run_held_by_another_process_is_refused_until_that_process_dies(tmpdir
         with pytest.raises(CheckpointError) as info:
             run_batch_processor(second, [1, 2], checkpoint=path)
         assert "process %d on host %s" % (child.pid, socket.gethostname()) in str(info.value)
-        meta = dict(sqlite3.connect(path).execute("SELECT key, value FROM meta"))
+        db = sqlite3.connect(path)
+        try:
+            meta = dict(db.execute("SELECT key, value FROM meta"))
+        finally:
+            db.close()
         assert meta["pid"] == str(child.pid) and meta["host"] == socket.gethostname()
         assert float(meta["started"]) > 0
     finally:

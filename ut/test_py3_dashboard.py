@@ -164,14 +164,14 @@ def cells(driver, name):
 
 
 def wait_until(driver, condition):
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
     def check(driver):
         try:
             return condition(driver)
-        except StaleElementReferenceException:  # the page reloaded under the query
-            return False
+        except (StaleElementReferenceException, WebDriverException):  # the page reloaded
+            return False  # under the query (Chromium may say "does not belong to the document")
     return WebDriverWait(driver, helpers.TIMEOUT, poll_frequency=0.2).until(check)
 
 
@@ -185,21 +185,21 @@ def test_the_dashboard_shows_a_run_in_progress_and_follows_it(tmpdir, monkeypatc
         child, url = start_dashboard("search.sqlite", cwd=str(tmpdir))
         try:
             browser.get(url)
-            state = browser.find_element(By.ID, "state").text
-            assert "running (pid %d)" % os.getpid() in state
-            # fed, in flight, ok, failed, cancelled
+            wait_until(browser, lambda d: "running (pid %d)" % os.getpid()
+                       in d.find_element(By.ID, "state").text)
+            # fed, in flight, ok, failed, cancelled (read again if the page reloads meanwhile)
             wait_until(browser, lambda d: cells(d, "trainer") == [9, 5, 4, 0, 0])
-            assert cells(browser, "scorer") == [4, 0, 3, 1, 0]
-            failures = browser.find_element(By.ID, "failures").text
-            assert HOSTILE in failures and "cannot score" in failures
-            assert browser.execute_script("return document.scripts.length") == 0
+            wait_until(browser, lambda d: cells(d, "scorer") == [4, 0, 3, 1, 0])
+            wait_until(browser, lambda d: HOSTILE in d.find_element(By.ID, "failures").text
+                       and "cannot score" in d.find_element(By.ID, "failures").text)
+            wait_until(browser, lambda d: d.execute_script("return document.scripts.length") == 0)
             with pytest.raises(NoAlertPresentException):
                 browser.switch_to.alert.accept()
-            assert browser.find_elements(By.CSS_SELECTOR, "#chart polyline")
+            wait_until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart polyline"))
             run.release(3)
             run.wait_for(lambda s: s.processors[1].succeeded == 6)
             wait_until(browser, lambda d: cells(d, "scorer") == [7, 0, 6, 1, 0])
-            assert cells(browser, "trainer") == [9, 2, 7, 0, 0]
+            wait_until(browser, lambda d: cells(d, "trainer") == [9, 2, 7, 0, 0])
             screenshot = str(tmpdir.join("dashboard.png"))
             assert browser.save_screenshot(screenshot)
             with open(screenshot, "rb") as f:
