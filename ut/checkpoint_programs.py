@@ -12,7 +12,7 @@ and the resource tracker) must then end by themselves.
 """
 import os
 import sys
-import time
+import threading
 
 from batch_processor import SeparateBatchProcessorSynchronous, run_batch_processor
 
@@ -21,8 +21,7 @@ class Hang(SeparateBatchProcessorSynchronous):
     def _run_one_job_synchronous(self, fifo):
         with open(fifo, "w") as stream:
             stream.write("%d\n" % os.getpid())
-        while True:  # a job that never ends: only its worker's death frees it
-            time.sleep(3600)
+        threading.Event().wait()  # a job that never ends: only its worker's death frees it
 
 
 class Wait(SeparateBatchProcessorSynchronous):

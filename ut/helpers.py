@@ -768,3 +768,48 @@ class CountingSquare(SeparateBatchProcessorSynchronous):
     def _run_one_job_synchronous(self, job_descriptor):
         self.calls += 1
         return job_descriptor * job_descriptor
+
+
+def ended(pid):
+    """Whether process ``pid`` has ended (gone, or a zombie nobody reaped yet)."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return True
+    try:
+        with open("/proc/%d/stat" % pid) as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (IOError, OSError):
+        return False
+
+
+def wait_until_ended(pids, timeout=TIMEOUT):
+    """Wait until every process of ``pids`` (not children of ours) has ended, ``timeout``
+    seconds at most; return those still alive.
+
+    Where the OS gives a descriptor to wait on (``os.pidfd_open``, Linux and Python
+    3.9+), this waits on it. Elsewhere nothing signals the end of a process that is not
+    our child, and the process table is looked at every 50 ms.
+    """
+    import select
+    import time
+    deadline = time.time() + timeout
+    left = set(pid for pid in pids if not ended(pid))
+    pidfd_open = getattr(os, "pidfd_open", None)
+    while left and time.time() < deadline:
+        if pidfd_open is None:
+            select.select([], [], [], 0.05)  # no event to wait on: look again shortly
+        else:
+            fds = []
+            for pid in left:
+                try:
+                    fds.append(pidfd_open(pid))
+                except OSError:  # gone meanwhile
+                    pass
+            try:
+                select.select(fds, [], [], max(0, deadline - time.time()))  # one ends
+            finally:
+                for fd in fds:
+                    os.close(fd)
+        left = set(pid for pid in left if not ended(pid))
+    return left

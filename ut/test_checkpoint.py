@@ -126,28 +126,13 @@ def second_writer(tmpdir, rng):
     return None
 
 
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        with open("/proc/%d/stat" % pid) as stream:
-            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (IOError, OSError):
-        return True
-
-
 def wait_for_workers_to_end(tmpdir):
     """Every worker pid logged so far ends by itself (the program is gone); returns
     the seconds the last one took."""
     path = tmpdir.join("workers.log")
     pids = set(int(line) for line in path.read().split()) if path.exists() else set()
     began = time.time()
-    deadline = began + helpers.TIMEOUT  # a safety net, not the measure
-    while any(alive(pid) for pid in pids) and time.time() < deadline:
-        time.sleep(0.05)  # polling the process table: there is nothing to wait on
-    left = [pid for pid in pids if alive(pid)]
+    left = sorted(helpers.wait_until_ended(pids))
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, "orphaned workers still alive: %s" % left

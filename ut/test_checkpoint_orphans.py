@@ -45,11 +45,6 @@ def descendants(pid):
     return found
 
 
-def alive(pids):
-    table = _parents()
-    return set(p for p in pids if p in table and table[p][1] != "Z")  # a zombie has ended
-
-
 def read_pids(fd, count):
     data = b""
     while data.count(b"\n") < count:
@@ -77,10 +72,8 @@ def kill_and_watch(tmpdir, count):
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         killed = time.time()
-        deadline = killed + helpers.TIMEOUT  # a safety net, not the measure
-        while alive(family) and time.time() < deadline:
-            time.sleep(0.05)  # polling the process table: there is nothing to wait on
-        return alive(family), time.time() - killed, family
+        left = helpers.wait_until_ended(family)
+        return left, time.time() - killed, family
     finally:
         errors.close()
         os.close(reader)
