@@ -808,16 +808,20 @@ class Recorder(object):
         return blob
 
 
-#: A record that took ``t`` seconds (a large state to pickle, a slow disk) is followed by
-#: the next one ``RECORD_SPACING * t`` seconds later at the earliest, so that recording
-#: takes at most a tenth of the loop's time whatever ``checkpoint_interval`` says.
+#: A record that took ``t`` seconds, longer than ``checkpoint_interval`` itself (a large
+#: state to pickle, a slow disk), is followed by the next one ``RECORD_SPACING * t``
+#: seconds later, so that recording takes at most a tenth of the loop's time. A record
+#: quicker than the interval keeps the interval: the run records at least once per
+#: ``checkpoint_interval`` whenever records can be that frequent.
 RECORD_SPACING = 9
 _clock = time.time
 
 
 def record_spacing(interval, spent):
     """Seconds from the end of a record that took ``spent`` seconds to the next one."""
-    return max(interval, RECORD_SPACING * spent)
+    if spent <= interval:
+        return interval
+    return RECORD_SPACING * spent
 
 
 def not_recorded(cls):

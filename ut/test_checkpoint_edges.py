@@ -617,3 +617,5 @@ def test_a_record_that_takes_long_spaces_the_next_ones_out(tmpdir, monkeypatch):
     assert [h.future.result() for h in handles] == [1]
     assert delays[0] == checkpoint_module.RECORD_SPACING * 2  # not the interval, 0.01 s
     assert spacing(0.1, 0.001) == 0.1  # a quick record: the interval
+    assert spacing(0.1, 0.1) == 0.1  # as long as the interval: still the interval
+    assert spacing(0.1, 0.2) == checkpoint_module.RECORD_SPACING * 0.2
