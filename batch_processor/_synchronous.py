@@ -83,6 +83,10 @@ def _from_stop_iteration(exc, method_name):
     return error
 
 
+def _nothing():
+    pass
+
+
 def _call_started(notify, processor, method_name, argument):
     """`_call_method`, after ``notify()`` tells the loop the job starts running now."""
     notify()
@@ -275,17 +279,18 @@ class ExecutorRuntime(object):
         processor = self.processor
         if isinstance(executor, _loaded("ProcessorCopies")):
             return self.submit_to_pool(executor, argument, on_start)
+        if executor is None:
+            executor = self.loop_default_executor()
         call, head = _call_method, ()
         if on_start is not None:
-            if executor is None or isinstance(executor, (ThreadPoolExecutor,
-                                                         self.thread_pool_class())):
+            if isinstance(executor, (ThreadPoolExecutor, self.thread_pool_class())):
                 call, head = _call_started, (functools.partial(self.notify_start, on_start),)
-            else:
+            else:  # a hidden default executor (None) too: its queue cannot be watched
                 self.loop.call_soon(on_start)
         held = self.launch_devices
         if held:  # the job holds device ids: devices() returns them where it runs
             call, head = call_with_devices, (held, call) + head
-        if executor is None:  # as with run_in_executor(): the loop's default executor
+        if executor is None:  # a loop that hides its default executor (uvloop)
             return self.loop.run_in_executor(None, call, *(head + (
                 processor, self.method_name, argument)))
         future = self.new_future()
@@ -318,6 +323,22 @@ class ExecutorRuntime(object):
             except (RuntimeError, AttributeError):
                 # The loop is closed: the run that wanted this result is over.
                 self.wakeup_pending = False
+
+    def loop_default_executor(self):
+        """The loop's default executor, which ``_executor = None`` asks for, made as
+        ``loop.run_in_executor(None, ...)`` makes it; ``None`` where the loop hides it.
+
+        Seen as an executor, its jobs are watched as in any thread pool of the user's:
+        one that waits there behind abandoned jobs has its ``job_timeout`` counting."""
+        loop = self.loop
+        try:
+            executor = loop._default_executor
+        except AttributeError:
+            return None
+        if executor is None:
+            loop.run_in_executor(None, _nothing)  # the loop makes the one it would use
+            executor = getattr(loop, "_default_executor", None)
+        return executor
 
     @staticmethod
     def thread_pool_class():

@@ -82,6 +82,37 @@ def test_abandoned_threads_of_a_user_pool_never_hang_the_run():
     assert found["a"] in ("a", JobTimeoutError)
 
 
+class HangsInTheLoopsExecutor(HangsTwoWorkers):
+    """The same in the event loop's default executor: ``_executor`` is ``None``."""
+
+    @property
+    def _executor(self):
+        return None
+
+
+def test_abandoned_threads_of_the_loops_default_executor_never_hang_the_run(loop_factory):
+    from concurrent.futures import ThreadPoolExecutor
+    pools = []
+
+    def two_threads():
+        loop = loop_factory()
+        pools.append(ThreadPoolExecutor(2))
+        loop.set_default_executor(pools[-1])
+        return loop
+
+    processor = HangsInTheLoopsExecutor(job_timeout=0.2)
+    try:
+        handles = run_batch_processor(processor, ["h1", "h2", "a"], timeout=TIMEOUT,
+                                      loop_factory=two_threads)
+    finally:
+        processor.release.set()
+        for pool in pools:
+            pool.shutdown(wait=True)
+    found = outcomes(handles)
+    assert found["h1"] is JobTimeoutError and found["h2"] is JobTimeoutError
+    assert found["a"] in ("a", JobTimeoutError)  # as in a pool of the user's
+
+
 # -- 0b. KeyboardInterrupt or SystemExit as a job or a batch starts -------------------
 
 class InterruptingExecutorSequential(SequentialBatchProcessorSynchronous):
