@@ -107,7 +107,7 @@ def test_a_run_without_resources_records_no_resource_table(tmpdir):
         db.close()
     assert "watch_resources" not in tables  # so older versions of the library still resume it
     status = read_checkpoint(path)
-    assert status.resources == () or status.resources == []
+    assert status.resources == []
     assert set(status.as_dict()) == STATUS_KEYS and "resources" not in status.keys()
     code, out, err = cli("status", path)
     assert code == 0 and "shared resources" not in out, err
