@@ -2,8 +2,9 @@
 
 Commands (each reads the checkpoint read-only, through `batch_processor.watch`):
 
-* ``status PATH [--json]``: the run's state, times, counts per processor and last
-  failures, as a table or as one JSON object;
+* ``status PATH [--json]``: the run's state, times, counts per processor, the shared
+  resources' units in use (if it uses any) and last failures, as a table or as one
+  JSON object;
 * ``export PATH [--format csv|jsonl] [--output FILE]``: one row per recorded handle;
 * ``dashboard PATH [--port N]``: a local web page that shows the status and refreshes
   itself (Python 3; see `batch_processor.dashboard`), until Ctrl-C.
@@ -59,7 +60,8 @@ def _parser():
     status.add_argument("path", metavar="PATH", help="the checkpoint file")
     status.add_argument("--json", action="store_true",
                         help="print one JSON object (keys: state, pid, started, updated, "
-                             "processors, failures)")
+                             "processors, failures; and resources, if the run's processors "
+                             "use shared resources)")
     status.set_defaults(command=_status, name="status")
     export = commands.add_parser(
         "export", help="one row per recorded handle, for pandas or a spreadsheet")

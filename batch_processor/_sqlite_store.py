@@ -47,7 +47,7 @@ _TABLES = [
 #: A new table goes in _TABLES and here.
 _OURS = frozenset(["meta", "fed", "ended", "handles", "processors", "sources", "fingerprints",
                    # what watchers read (batch_processor._watch_record), made at the first record
-                   "watch_meta", "watch_counts", "watch_records"])
+                   "watch_meta", "watch_counts", "watch_records", "watch_resources"])
 
 StoreError = sqlite3.Error  # what a failed write raises (with OSError)
 

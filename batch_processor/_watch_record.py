@@ -15,7 +15,13 @@ Tables (created at the first record, so older checkpoints simply lack them):
 * ``watch_records``: one row per record and processor that changed: the time, those
   totals then, the durations of the jobs collected (JSON ``[[key, seconds], ...]``,
   seconds from feeding to collecting, for kept processors), and the last few results
-  and failures as short reprs (JSON ``[[descriptor, text], ...]``).
+  and failures as short reprs (JSON ``[[descriptor, text], ...]``);
+* ``watch_resources`` (only in checkpoints of runs whose processors use shared
+  resources, ``uses=``): one row per `Resource` they use, rewritten at each record:
+  its name, capacity and device ids, the units in use and the requests waiting for it
+  then (the process's counts: every run that shares it counts), the device ids in
+  use, and which processors use it with how many units a job (or batch) asks (JSON
+  ``[[node, units], ...]``).
 """
 from __future__ import absolute_import, division, print_function
 
@@ -24,7 +30,7 @@ import itertools
 import json
 import time
 
-from . import compat
+from . import compat, resources
 from .interface import safe_repr, safe_str
 
 __all__ = ["Progress", "SCHEMA"]
@@ -44,12 +50,20 @@ SCHEMA = (
     "failed INTEGER NOT NULL, cancelled INTEGER NOT NULL, durations TEXT, results TEXT, "
     "failures TEXT)",
 )
+RESOURCES_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS watch_resources (position INTEGER PRIMARY KEY, "
+    "name TEXT NOT NULL, capacity INTEGER NOT NULL, devices TEXT, in_use INTEGER NOT NULL, "
+    "waiting INTEGER NOT NULL, devices_in_use TEXT, users TEXT NOT NULL)")
 
 
 class Progress(object):
-    """Counts of one run of a checkpointed graph of ``count`` processors."""
+    """Counts of one run of a checkpointed graph of ``count`` processors.
 
-    def __init__(self, count):
+    ``processors`` (in the graph's order): the processors, whose ``uses`` each
+    record reads, for the shared resources' table.
+    """
+
+    def __init__(self, count, processors=()):
         self.started = time.time()
         self.totals = [[0, 0, 0, 0] for _ in range(count)]  # fed, ok, failed, cancelled
         self.base = None  # the totals earlier launches recorded, read at the first write
@@ -58,6 +72,8 @@ class Progress(object):
         self.durations = {}  # node index -> [[key, seconds]] since the last record
         self.results = {}  # node index -> deque of (descriptor, result)
         self.failures = {}  # node index -> deque of (descriptor, exception)
+        self.processors = list(processors)
+        self.resource_table = None  # whether watch_resources exists (read at the first write)
 
     def fed(self, index, start, count):
         """``count`` new jobs, keyed from ``start``, were fed to processor ``index``."""
@@ -114,6 +130,11 @@ class Progress(object):
             db.execute("INSERT OR IGNORE INTO watch_meta VALUES ('started', ?)", (self.started,))
             self.base = dict((row[0], row[1:]) for row in db.execute(
                 "SELECT node, fed, succeeded, failed, cancelled FROM watch_counts"))
+            self.resource_table = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'watch_resources'"
+            ).fetchone() is not None
+            if self.resource_table:
+                db.execute("DELETE FROM watch_resources")  # an earlier launch's resources
         db.execute("INSERT OR REPLACE INTO watch_meta VALUES ('updated', ?)", (now,))
         counts = []
         rows = []
@@ -133,6 +154,32 @@ class Progress(object):
             db.executemany("INSERT INTO watch_records (time, node, fed, succeeded, failed, "
                            "cancelled, durations, results, failures) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        if self.processors:
+            self._write_resources(db)
+
+    def _write_resources(self, db):
+        """The rows of ``watch_resources``: the resources the processors use, as of now."""
+        users = collections.OrderedDict()  # resource -> [[node, units]], in order of first use
+        for index, processor in enumerate(self.processors):
+            uses = getattr(processor, "uses", None)
+            if uses:
+                for resource, units in sorted(uses.items(), key=lambda pair: pair[0].name):
+                    users.setdefault(resource, []).append([index, units])
+        if not users:
+            return  # the table is made only for runs that use resources (older readers)
+        if not self.resource_table:
+            db.execute(RESOURCES_SCHEMA)
+            self.resource_table = True
+        rows = []
+        for position, (resource, in_use, waiting, devices_in_use) in enumerate(
+                resources.usage(list(users))):
+            devices = resource.devices
+            rows.append((position, resource.name, resource.capacity,
+                         None if devices is None else json.dumps(list(devices)), in_use,
+                         waiting, None if devices_in_use is None else json.dumps(devices_in_use),
+                         json.dumps(users[resource])))
+        db.execute("DELETE FROM watch_resources")
+        db.executemany("INSERT INTO watch_resources VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 def _texts(pairs, text):

@@ -351,7 +351,7 @@ class Recorder(object):
         self.closed = False
         self.warned_state = set()
         self.warned_large = set()
-        self.watch = Progress(len(nodes))  # counts for watchers (batch_processor.watch)
+        self.watch = Progress(len(nodes), [node.processor for node in nodes])  # for watchers
 
     # -- opening and resuming ----------------------------------------------------------
 

@@ -13,7 +13,7 @@ import six
 
 from .interface import safe_repr, safe_str
 
-__all__ = ["COLUMNS", "age", "export_rows", "format_status", "write_export"]
+__all__ = ["COLUMNS", "age", "export_rows", "format_status", "resource_cells", "write_export"]
 
 PROGRAM = "python -m batch_processor"
 COLUMNS = ("processor", "descriptor", "outcome", "result", "error", "duration")
@@ -41,10 +41,38 @@ def format_status(status, now=None):
     for row in rows:
         cells = [row[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(row[1:], widths[1:])]
         lines.append("  ".join(cells).rstrip())
+    resources = getattr(status, "resources", None)
+    if resources:
+        lines += ["", "shared resources (as of the last record; in use and waiting count every "
+                  "run of the process):"]
+        lines += _table(("resource", "capacity", "in use", "waiting", "devices in use",
+                         "used by (units a job asks)"),
+                        [resource_cells(r) for r in resources], left=(0, 4, 5))
     if status.failures:
         lines += ["", "last failures (oldest first):"]
         lines += ["  %s %s: %s" % (f.processor, f.descriptor, f.error) for f in status.failures]
     return "\n".join(lines)
+
+
+def resource_cells(resource):
+    """The cells of a `ResourceUse`'s row (``status`` and the dashboard): resource,
+    capacity, in use, waiting, devices in use, used by (``name units`` per processor)."""
+    if resource.devices is None:
+        devices = "-"
+    else:
+        devices = u"%s of %s" % (",".join(resource.devices_in_use) or "none",
+                                 ",".join(resource.devices))
+    users = u", ".join(u"%s %d" % (p["name"], p["units"]) for p in resource.processors)
+    return [resource.name, resource.capacity, resource.in_use, resource.waiting, devices, users]
+
+
+def _table(header, rows, left=(0,)):
+    """Lines of a table: the columns ``left`` aligned left, the others right."""
+    rows = [[u"%s" % (cell,) for cell in row] for row in [header] + rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return ["  ".join(cell.ljust(width) if i in left else cell.rjust(width)
+                      for i, (cell, width) in enumerate(zip(row, widths))).rstrip()
+            for row in rows]
 
 
 def _when(seconds, now):

@@ -2,7 +2,8 @@
 
 The standard library's HTTP server (threaded), bound to 127.0.0.1 only, serves one
 page (``/``) made anew from the checkpoint at each request, read-only, through
-`batch_processor.watch.read_checkpoint`: the status table, a chart of the handles
+`batch_processor.watch.read_checkpoint`: the status table, the shared resources'
+units in use (if the run's processors use any), a chart of the handles
 collected over time per processor (SVG made here), the latest results and the last
 failures. The page reloads itself every few seconds (a meta refresh: no script).
 Every value that comes from the run (names, reprs, messages) is HTML-escaped.
@@ -16,9 +17,9 @@ import os
 import time
 
 from .checkpoint import CheckpointError
-from .cli import age
+from .cli import age, resource_cells
 
-__all__ = ["make_server", "render_chart", "render_page"]
+__all__ = ["make_server", "render_chart", "render_page", "render_resources"]
 
 #: Seconds between two reloads of the page.
 REFRESH = 2
@@ -32,6 +33,7 @@ table { border-collapse: collapse; } td, th { padding: 0.25em 0.8em; border-bott
 th { text-align: left; background: #f4f4f4; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
 td.repr { font-family: monospace; max-width: 40em; overflow-wrap: anywhere; }
 .running { color: #1a7f37; } .stopped { color: #b35900; } .finished { color: #0b5cad; }
+.note { color: #555; font-size: 0.9em; }
 .error { color: #b00020; } footer { margin-top: 2em; color: #777; font-size: 0.85em; }
 """
 
@@ -66,6 +68,8 @@ def render_page(status, now=None, refresh=REFRESH):
             u"<td class=\"n\">%d</td>" % v
             for v in (p.fed, p.in_flight, p.succeeded, p.failed, p.cancelled))))
     parts.append(u"</tbody></table>")
+    if status.resources:
+        parts.append(render_resources(status.resources))
     parts.append(u"<h2>Handles collected over time</h2>")
     parts.append(render_chart(status.history, [p.name for p in status.processors],
                               status.started, status.updated))
@@ -79,6 +83,24 @@ def render_page(status, now=None, refresh=REFRESH):
     parts.append(u"<footer>A read-only view of the checkpoint, reloaded every %d s; "
                  u"<a href=\"status.json\">status.json</a>.</footer></body></html>" % refresh)
     return u"\n".join(parts)
+
+
+def render_resources(resources):
+    """The heading and table (``id="resources"``) of `batch_processor.watch.ResourceUse`\\ s."""
+    rows = []
+    for resource in resources:
+        cells = resource_cells(resource)
+        rows.append(u"<tr><td class=\"name\">%s</td>%s<td class=\"repr\">%s</td>"
+                    u"<td class=\"name\">%s</td></tr>" % (
+                        escape(cells[0]), u"".join(u"<td class=\"n\">%d</td>" % v
+                                                   for v in cells[1:4]),
+                        escape(cells[4]), escape(cells[5])))
+    return (u"<h2>Shared resources</h2>"
+            u"<table id=\"resources\"><thead><tr><th>resource</th><th>capacity</th>"
+            u"<th>in use</th><th>waiting</th><th>devices in use</th><th>used by (units a job "
+            u"asks)</th></tr></thead><tbody>%s</tbody></table>"
+            u"<p class=\"note\">As of the last record; units in use and jobs waiting count "
+            u"every run of the process that shares the resource.</p>" % u"".join(rows))
 
 
 def error_page(path, message, refresh=REFRESH):

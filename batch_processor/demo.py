@@ -32,8 +32,14 @@ With ``--checkpoint PATH`` the search records its progress in the SQLite file ``
 killed (Ctrl-C, SIGKILL, a lost machine), the same command run again continues it, and
 once it has finished, prints its table at once.
 
+With ``--gpus N`` the trainer shares ``N`` GPUs, the ids ``"0"`` to ``"N-1"`` of a
+`batch_processor.Resource`: each training job holds one, each worker process serves
+one (with ``CUDA_VISIBLE_DEVICES`` set to it), and the line of each trained model says
+which it got (`batch_processor.devices`). The models here are scikit-learn's and train
+on the CPU, so a machine without GPUs runs it too: it only shows the ids.
+
 Usage: ``python -m batch_processor.demo [--budget 60] [--workers 2] [--seed 0] [--top 10]
-[--checkpoint PATH]``.
+[--checkpoint PATH] [--gpus N]``.
 """
 from __future__ import absolute_import, division, print_function
 
@@ -52,8 +58,10 @@ import attr
 from batch_processor import (
     BatchProcessorsGraph,
     CheckpointError,
+    Resource,
     SeparateBatchProcessorSynchronous,
     SequentialBatchProcessorSynchronous,
+    devices,
     run_batch_processors_graph,
 )
 from batch_processor.dask import DaskExecutorMixin, local_client
@@ -221,6 +229,8 @@ class Evaluation(object):
 
     score = attr.ib()
     std = attr.ib()
+    #: The device ids the training job held (``--gpus``), else ``()``; not compared.
+    devices = attr.ib(default=(), eq=False, converter=tuple)  # type: tuple
 
 
 @attr.s(frozen=True)
@@ -377,13 +387,20 @@ class Trainer(SeparateBatchProcessorSynchronous):
     _bp_not_pickled = ("_pool",)  # never pickled to the workers, nor into a checkpoint
     _pool = None  # a subclass may keep its own executor here (see the tests)
 
-    def __init__(self, workers=2):
-        super(Trainer, self).__init__(max_parallel_jobs=workers, executor="processes")
+    def __init__(self, workers=2, gpus=None):
+        uses = None
+        if gpus is not None:
+            # One GPU per job: a worker serves one id, CUDA_VISIBLE_DEVICES set to it.
+            uses = {Resource("gpu", devices=[str(i) for i in range(gpus)]): 1}
+        super(Trainer, self).__init__(max_parallel_jobs=workers, executor="processes",
+                                      uses=uses)
         self.workers = workers
         _preload_sklearn()
 
     def _run_one_job_synchronous(self, trial):
-        return evaluate(trial.config)
+        held = devices()  # the GPU ids of this job (with --gpus), else ()
+        evaluation = evaluate(trial.config)
+        return attr.evolve(evaluation, devices=held) if held else evaluation
 
     def close(self):
         """Shut the process pool down, waiting for its workers to exit."""
@@ -485,13 +502,16 @@ class Search(object):
         budget: how many configurations to evaluate.
         workers: processes of the trainer's pool.
         seed: the seed of the proposals.
-        trainer: a `Trainer` to use instead of ``Trainer(workers)``.
-        log: called with a line of text for each new best score, if given.
+        trainer: a `Trainer` to use instead of ``Trainer(workers, gpus)``.
+        log: called with a line of text for each new best score, if given, and for
+            each trained model that held device ids.
+        gpus: how many GPUs the trainer shares (one per job), if any.
     """
 
-    def __init__(self, budget=60, workers=2, seed=0, trainer=None, log=None):
+    def __init__(self, budget=60, workers=2, seed=0, trainer=None, log=None, gpus=None):
         self.proposer = Proposer()
-        self.trainer = trainer if trainer is not None else Trainer(workers)
+        self.log = log
+        self.trainer = trainer if trainer is not None else Trainer(workers, gpus)
         self.leaderboard = Leaderboard(budget, seed, log=log)
         self.problems = []
         self.results = None  # the run's result dict, once it has ended
@@ -521,8 +541,13 @@ class Search(object):
         for handle in handles:
             failure = _failure(handle)
             if failure is None:
-                results.append(TrialResult(handle.descriptor,
-                                                 evaluation=handle.future.result()))
+                evaluation = handle.future.result()
+                if self.log is not None and getattr(evaluation, "devices", ()):
+                    trial = handle.descriptor
+                    self.log("trial %d: trained on GPU %s: %.4f  %s"
+                             % (trial.trial_id, ",".join(evaluation.devices), evaluation.score,
+                                trial.config.describe()))
+                results.append(TrialResult(handle.descriptor, evaluation=evaluation))
             else:
                 results.append(TrialResult(handle.descriptor, error=failure))
         return results
@@ -648,10 +673,19 @@ def parse_args(argv=None):
                         help="train on a Dask cluster: a new local one of --workers processes, "
                              "or the scheduler at ADDRESS (e.g. tcp://host:8786); needs the "
                              "[dask] extra")
+    parser.add_argument("--gpus", metavar="N", type=_positive_int, default=None,
+                        help="share N GPUs (ids 0 to N-1) between the trainings: each job "
+                             "holds one, each worker serves one with CUDA_VISIBLE_DEVICES "
+                             "set to it, and each trained model's line says which it got "
+                             "(the models here train on the CPU: without GPUs it only shows "
+                             "the ids)")
     parser.add_argument("--checkpoint", metavar="PATH", default=None,
                         help="record the search's progress in the SQLite file PATH; if it is "
                              "killed or interrupted, the same command continues it")
     args = parser.parse_args(argv)
+    if args.gpus is not None and args.dask is not None:
+        parser.error("argument --gpus: not with --dask: the GPUs are this machine's, and a "
+                     "Dask cluster's workers have their own")
     problem = _output_path_problem(args.dot) if args.dot else None
     if problem is not None:
         parser.error("argument --dot: %s" % (problem,))
@@ -697,7 +731,7 @@ def build_search(args, client=None, log=None):
     """The `Search` that ``args`` describe (its trainer on ``client``'s cluster if given)."""
     trainer = DaskTrainer(client, workers=args.workers) if client is not None else None
     return Search(budget=args.budget, workers=args.workers, seed=args.seed, trainer=trainer,
-                  log=log)
+                  log=log, gpus=getattr(args, "gpus", None))
 
 
 def write_picture(search, path, err=None):

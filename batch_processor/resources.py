@@ -292,6 +292,21 @@ def _deliver(granted):
             request.release()
 
 
+# -- what watchers read ------------------------------------------------------------------
+
+def usage(resources):
+    """``[(resource, units in use, requests waiting, device ids in use or None)]`` for
+    each of ``resources``, read together under the lock that guards the counts.
+
+    The counts are the process's: every run and thread that uses a resource counts.
+    """
+    with _lock:
+        return [(resource, resource.capacity - resource.free, resource.waiting,
+                 None if resource.devices is None else
+                 [device for device in resource.devices if device not in resource.free_devices])
+                for resource in resources]
+
+
 # -- the ids the calling job holds ------------------------------------------------------
 
 def devices():

@@ -6,7 +6,9 @@ the run writing it (SQLite's WAL lets a reader see the last committed record whi
 the writer goes on). It returns a `CheckpointStatus`: the run's state, its start
 and last-record times, per processor counts and the last failures, all read from
 the small tables `_watch_record` keeps, so nothing is unpickled;
-`CheckpointStatus.handles` unpickles the recorded handles on demand.
+`CheckpointStatus.handles` unpickles the recorded handles on demand. A run whose
+processors use shared resources (``uses=``) also records, with each record, each
+resource's capacity, units in use and requests waiting (`ResourceUse`).
 
 Whether the run is alive: a live run holds ``flock(LOCK_EX)`` on the sidecar file
 ``PATH + ".lock"`` (one line: ``"<pid> <hostname>"``). The run is ``"finished"`` if
@@ -29,7 +31,8 @@ from . import compat
 from .checkpoint import _FAILED, _OK, CheckpointError
 from .interface import BatchProcessorResultHandle, safe_repr, safe_str
 
-__all__ = ["CheckpointStatus", "FailureRecord", "ProcessorCounts", "read_checkpoint"]
+__all__ = ["CheckpointStatus", "FailureRecord", "ProcessorCounts", "ResourceUse",
+           "read_checkpoint"]
 
 #: How many of the last failures `read_checkpoint` gives.
 FAILURES = 10
@@ -80,6 +83,22 @@ class FailureRecord(_Record):
     _fields = ("processor", "descriptor", "error")
 
 
+class ResourceUse(_Record):
+    """A shared resource (`batch_processor.Resource`) the run's processors use, as of
+    the last record.
+
+    A dict of the keys ``name``, ``capacity``, ``devices`` (its device ids, or
+    ``None``), ``in_use`` (units held), ``waiting`` (jobs or batches waiting for it),
+    ``devices_in_use`` (the ids held, or ``None``) and ``processors`` (a list of
+    ``{"name": processor, "units": units one job or batch of it holds}``), also
+    readable as attributes. ``in_use`` and ``waiting`` are the process's counts: other
+    runs of the process that share the resource count too.
+    """
+
+    _fields = ("name", "capacity", "devices", "in_use", "waiting", "devices_in_use",
+               "processors")
+
+
 @attr.s(frozen=True)
 class Sample(object):
     """Handles collected by ``processor`` by the time ``time`` (UNIX seconds)."""
@@ -102,7 +121,10 @@ class CheckpointStatus(object):
     ``processors``: `ProcessorCounts` in the graph's order; ``failures``: the last
     `FailureRecord`\\ s, oldest first. ``results`` (the latest results, as
     ``(processor, descriptor repr, result repr)``) and ``history`` (`Sample`\\ s)
-    are for the dashboard.
+    are for the dashboard. ``resources``: a `ResourceUse` per shared resource the
+    run's processors use (empty if they use none, or if an older version of the
+    library wrote the checkpoint); `as_dict` has the key ``resources`` only if it is
+    not empty.
     """
 
     path = attr.ib()
@@ -114,10 +136,11 @@ class CheckpointStatus(object):
     failures = attr.ib()
     results = attr.ib(default=(), repr=False)
     history = attr.ib(default=(), repr=False)
+    resources = attr.ib(default=attr.Factory(list))
 
     def as_dict(self):
         """The JSON object of ``status --json``."""
-        return {
+        printed = {
             "state": self.state,
             "pid": self.pid,
             "started": self.started,
@@ -125,15 +148,18 @@ class CheckpointStatus(object):
             "processors": [dict(p) for p in self.processors],
             "failures": [dict(f) for f in self.failures],
         }
+        if self.resources:
+            printed["resources"] = [_plain(r) for r in self.resources]
+        return printed
 
     def __getitem__(self, key):
         """``status["state"]`` and the other keys of `as_dict`, as well as attributes."""
-        if key not in _KEYS:
+        if key not in self.keys():
             raise KeyError(key)
         return self.as_dict()[key]
 
     def keys(self):
-        return list(_KEYS)
+        return list(_KEYS) + (["resources"] if self.resources else [])
 
     def handles(self):
         """Yield the recorded ``(processor_name, handle)`` pairs, in the order recorded.
@@ -331,9 +357,29 @@ def _read_snapshot(db, path, history):
         results = [(p, d, r) for p, d, r in _latest(db, "results", names, FAILURES, tuple)]
         if history:
             samples = _history(db, names)
+    used = _resources(db, names) if "watch_resources" in tables else []
     state, pid = _state(path, meta)
     return CheckpointStatus(path, state, pid, started, updated, processors, failures, results,
-                            samples)
+                            samples, used)
+
+
+def _resources(db, names):
+    """The `ResourceUse`\\ s of the last record, in the order the graph first uses them."""
+    used = []
+    for row in db.execute("SELECT name, capacity, devices, in_use, waiting, devices_in_use, "
+                          "users FROM watch_resources ORDER BY position"):
+        name, capacity, devices, in_use, waiting, devices_in_use, users = row
+        used.append(ResourceUse(
+            name, capacity, json.loads(devices) if devices is not None else None, in_use,
+            waiting, json.loads(devices_in_use) if devices_in_use is not None else None,
+            [{"name": _name(names, node), "units": units} for node, units in json.loads(users)]))
+    return used
+
+
+def _plain(record):
+    """A `_Record` as plain dicts and lists (for JSON)."""
+    return dict((key, [dict(item) for item in value] if key == "processors" else value)
+                for key, value in record.items())
 
 
 def _number(value):

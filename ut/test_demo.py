@@ -349,7 +349,7 @@ def test_the_module_runs_as_a_program(tmpdir):
     assert tmpdir.join("batch_processor_demo.dot").check()  # the picture, by default
 
 
-@pytest.mark.parametrize("option", ["--budget", "--workers", "--top"])
+@pytest.mark.parametrize("option", ["--budget", "--workers", "--top", "--gpus"])
 def test_options_must_be_positive_integers(option, capsys):
     for value in ("0", "-1", "many"):
         with pytest.raises(SystemExit):
@@ -506,3 +506,49 @@ def test_a_killed_search_run_again_with_its_checkpoint_finishes_with_the_same_ta
     assert status == 0, err
     assert "is of a finished run" in err and "new best" not in err
     assert again == out
+
+
+# -- --gpus N: the trainer shares N GPUs (issue 21) ------------------------------------------
+
+GPU_LINE = re.compile(r"trial (\d+): trained on GPU (\S+): ")
+
+
+@needs_sklearn
+def test_gpus_gives_each_training_one_id_and_no_id_to_two_trainings_at_once(capsys, tmpdir):
+    import json
+    path = str(tmpdir.join("demo.trace.json"))
+    assert demo.main(["--budget", "4", "--gpus", "2", "--dot", "", "--trace", path]) == 0
+    out, err = capsys.readouterr()
+    check_report(out, budget=4, top=4)
+    gpu_of = dict((int(trial), gpu) for trial, gpu in GPU_LINE.findall(err))
+    assert sorted(gpu_of) == [0, 1, 2, 3], err  # one line per trained model
+    assert set(gpu_of.values()) == set(["0", "1"])  # two trainings at once: both GPUs
+    with open(path) as f:
+        events = json.load(f)
+    names = dict((e["tid"], e["args"]["name"]) for e in events
+                 if e["ph"] == "M" and e["name"] == "thread_name")
+    spans = {}  # GPU id -> [(start, end)] of the training jobs that held it
+    for event in events:
+        if event["ph"] == "X" and names[event["tid"]] == "Trainer":
+            trial = int(re.search(r"trial_id=(\d+)", event["args"]["descriptor"]).group(1))
+            spans.setdefault(gpu_of[trial], []).append(
+                (event["ts"], event["ts"] + event["dur"]))
+    assert sum(len(s) for s in spans.values()) == 4
+    for gpu, times in spans.items():
+        times.sort()
+        for (_, end), (start, _) in zip(times, times[1:]):
+            # One job of a GPU ends before the next starts (ts and dur are rounded to
+            # 0.001 microseconds each: that much slack, no more).
+            assert end <= start + 0.002, (gpu, times)
+
+
+def test_gpus_is_refused_with_dask(capsys):
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--gpus", "2", "--dask"])
+    assert "--gpus" in capsys.readouterr()[1]
+
+
+def test_without_gpus_a_training_holds_no_device():
+    assert demo.Trainer(workers=1).uses is None
+    (resource, units), = demo.Trainer(workers=1, gpus=3).uses.items()
+    assert (resource.name, resource.devices, units) == ("gpu", ("0", "1", "2"), 1)

@@ -17,6 +17,7 @@ import sys
 import pytest
 
 import helpers
+from batch_processor import Resource
 from batch_processor.dashboard import render_page
 from batch_processor.watch import (
     CheckpointStatus, FailureRecord, ProcessorCounts, Sample, read_checkpoint)
@@ -180,7 +181,9 @@ def test_the_dashboard_shows_a_run_in_progress_and_follows_it(tmpdir, monkeypatc
     from selenium.webdriver.common.by import By
     path = str(tmpdir.join("search.sqlite"))
     descriptors = [Hostile(1)] + list(range(1, 9))
-    with LiveRun(path, descriptors, free=[Hostile(1), 1, 2, 3], monkeypatch=monkeypatch) as run:
+    gpus = Resource("gpu", capacity=4)  # never short: jobs start as without it
+    with LiveRun(path, descriptors, free=[Hostile(1), 1, 2, 3], monkeypatch=monkeypatch,
+                 uses={gpus: 1}) as run:
         run.wait_for(lambda s: s.processors[1].succeeded == 3 and s.processors[1].failed == 1)
         child, url = start_dashboard("search.sqlite", cwd=str(tmpdir))
         try:
@@ -190,6 +193,8 @@ def test_the_dashboard_shows_a_run_in_progress_and_follows_it(tmpdir, monkeypatc
             # fed, in flight, ok, failed, cancelled (read again if the page reloads meanwhile)
             wait_until(browser, lambda d: cells(d, "trainer") == [9, 5, 4, 0, 0])
             wait_until(browser, lambda d: cells(d, "scorer") == [4, 0, 3, 1, 0])
+            wait_until(browser, lambda d: [c.text for c in d.find_elements(  # 4 jobs hold one
+                By.CSS_SELECTOR, "#resources tbody td")] == ["gpu", "4", "4", "0", "-", "trainer 1"])
             wait_until(browser, lambda d: HOSTILE in d.find_element(By.ID, "failures").text
                        and "cannot score" in d.find_element(By.ID, "failures").text)
             wait_until(browser, lambda d: d.execute_script("return document.scripts.length") == 0)

@@ -70,11 +70,11 @@ def to_scorer(*handles):
 class LiveRun(object):
     """Runs the graph over ``descriptors`` in a thread, recording into ``path``."""
 
-    def __init__(self, path, descriptors, free, interval=0.02, monkeypatch=None):
+    def __init__(self, path, descriptors, free, interval=0.02, monkeypatch=None, uses=None):
         self.path = path
         self.key = next(_KEYS)
         self.gate = _GATES[self.key] = threading.Semaphore(0)
-        self.trainer = Trainer(self.key, free, name="trainer", max_parallel_jobs=4)
+        self.trainer = Trainer(self.key, free, name="trainer", max_parallel_jobs=4, uses=uses)
         self.scorer = Scorer(name="scorer")
         self.graph = BatchProcessorsGraph()
         self.graph.add_connected_processors(self.trainer, self.scorer, to_scorer)
