@@ -20,7 +20,12 @@ from __future__ import absolute_import, division, print_function
 import signal
 import socket
 
-__all__ = ["InterruptibleRun"]
+try:  # Python 3: the C functions, without the enum conversions of ``signal``'s wrappers
+    from _signal import getsignal as _getsignal, signal as _set_handler
+except ImportError:  # Python 2: ``signal`` is the C module
+    from signal import getsignal as _getsignal, signal as _set_handler
+
+__all__ = ["InterruptibleRun", "WakeupSockets"]
 
 
 class InterruptibleRun(object):
@@ -31,32 +36,41 @@ class InterruptibleRun(object):
     when the program installed its own SIGINT handler (or ignores SIGINT).
     """
 
-    def __init__(self, loop, task):
+    def __init__(self, loop, task, wakeup=None):
         self.requested = False
         self._loop = loop
         self._task = task
         self._installed = False
-        self._wakeup = None  # (reader, writer) sockets, when the loop watches them
+        # ``wakeup``: the caller's `WakeupSockets` of ``loop``, kept across the runs of
+        # a stream (each ``next()`` is a run); by default, sockets of this run only.
+        self._shared = wakeup
+        self._wakeup = None  # the `WakeupSockets` signals write to, while they do
 
     def __enter__(self):
-        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        if _getsignal(signal.SIGINT) is not signal.default_int_handler:
             return self
         try:
-            signal.signal(signal.SIGINT, self._on_sigint)
+            _set_handler(signal.SIGINT, self._on_sigint)
         except ValueError:  # not the main thread
             return self
         self._installed = True
-        self._wakeup = _watch_wakeup_fd(self._loop)
+        wakeup = self._shared or WakeupSockets(self._loop)
+        if wakeup.arm():
+            self._wakeup = wakeup
+        elif wakeup is not self._shared:
+            wakeup.close()
         return self
 
     def __exit__(self, *exc_info):
         if not self._installed:
             return
         self._installed = False
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        if self._wakeup is not None:
-            _unwatch_wakeup_fd(self._loop, self._wakeup)
-            self._wakeup = None
+        _set_handler(signal.SIGINT, signal.default_int_handler)
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None:
+            wakeup.disarm()
+            if wakeup is not self._shared:
+                wakeup.close()
 
     def _on_sigint(self, signum, frame):
         if self.requested:
@@ -65,12 +79,47 @@ class InterruptibleRun(object):
         self._loop.call_soon_threadsafe(self._task.cancel)
 
 
-def _watch_wakeup_fd(loop):
-    """Make signals write to a socket the loop reads; return the sockets, or ``None``.
+class WakeupSockets(object):
+    """A socket pair that ``loop`` watches, for signals to write to while a run goes on.
 
-    ``None`` when another wakeup fd is set already (its owner wakes the loop up) or
-    when the loop cannot watch a socket.
+    Made when first armed and kept until `close`, so that a stream, whose every
+    ``next()`` drives the loop anew, does not make and register sockets each time.
     """
+
+    def __init__(self, loop):
+        self._loop = loop
+        self._sockets = None  # (reader, writer) the loop watches; False: it cannot
+
+    def arm(self):
+        """Make signals write to the socket; False (nothing changed) when another wakeup
+        fd is set already (its owner wakes the loop up) or the loop cannot watch one."""
+        if self._sockets is None:
+            self._sockets = _watch_socket(self._loop) or False
+        if not self._sockets:
+            return False
+        previous = signal.set_wakeup_fd(self._sockets[1].fileno())
+        if previous != -1:
+            signal.set_wakeup_fd(previous)
+            return False
+        return True
+
+    def disarm(self):
+        """Signals write nowhere any more (as `arm` found it)."""
+        signal.set_wakeup_fd(-1)
+
+    def close(self):
+        """Stop watching the socket and close both ends (before the loop is closed)."""
+        sockets, self._sockets = self._sockets, False
+        if sockets:
+            reader, writer = sockets
+            if not self._loop.is_closed():
+                self._loop.remove_reader(reader.fileno())
+            reader.close()
+            writer.close()
+
+
+def _watch_socket(loop):
+    """A socket pair whose reading end ``loop`` watches (and drains), or ``None``."""
     try:
         reader, writer = socket.socketpair()
     except (AttributeError, socket.error):
@@ -83,22 +132,7 @@ def _watch_wakeup_fd(loop):
         reader.close()
         writer.close()
         return None
-    previous = signal.set_wakeup_fd(writer.fileno())
-    if previous != -1:
-        signal.set_wakeup_fd(previous)
-        loop.remove_reader(reader.fileno())
-        reader.close()
-        writer.close()
-        return None
     return reader, writer
-
-
-def _unwatch_wakeup_fd(loop, sockets):
-    reader, writer = sockets
-    signal.set_wakeup_fd(-1)
-    loop.remove_reader(reader.fileno())
-    reader.close()
-    writer.close()
 
 
 def _drain(reader):

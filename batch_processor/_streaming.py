@@ -7,15 +7,25 @@ run's loop in the caller's thread until the queue has something or the run is
 over; between two ``next()`` calls the loop does not run. A handle leaves the
 queue when it is yielded, so nothing of the stream holds it afterwards.
 
+What a ``next()`` costs: one that finds handles queued pops one and runs no loop.
+One that finds the queue empty runs the loop (``run_forever``) until the first
+handles arrive: their arrival asks the loop to stop at the end of the turn it is
+in, so every handle collected in that turn is queued, and the turn's other
+callbacks run, before ``next()`` returns. The SIGINT guard's wakeup sockets are
+made once per stream, not once per ``next()``.
+
 The iterator object is referred to by nothing of the run (the channel refers to no
 iterator), so dropping it finalises it at once, which kills the run.
 """
 from __future__ import absolute_import, division, print_function
 
 import collections
+import itertools
+
+from six.moves import zip
 
 from . import compat
-from ._interrupt import InterruptibleRun
+from ._interrupt import InterruptibleRun, WakeupSockets
 from ._options import CHECKPOINT_INTERVAL, RunOptions
 from .compat import asyncio
 from ._graph import _single_graph
@@ -28,17 +38,24 @@ __all__ = ["iter_batch_processor", "iter_batch_processors_graph"]
 class _Channel(object):
     """The sink of a streaming run: collected handles wait here to be yielded."""
 
-    __slots__ = ("queue", "waiter")
+    __slots__ = ("queue", "waiter", "arrived")
 
     def __init__(self):
         self.queue = collections.deque()  # (processor, handle), in collection order
         self.waiter = None  # a future of the loop, resolved when something arrives
+        # A function of no argument, called (once) when something arrives: the
+        # synchronous iterator stops its loop with it.
+        self.arrived = None
 
     def put(self, processor, handles):
-        self.queue.extend((processor, handle) for handle in handles)
+        self.queue.extend(zip(itertools.repeat(processor), handles))
         self.wake()
 
     def wake(self, _=None):
+        arrived = self.arrived
+        if arrived is not None:
+            self.arrived = None
+            arrived()
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -79,6 +96,18 @@ def stream_error(run, channel, processors, single):
     return error
 
 
+def _run_until_arrival(loop, channel):
+    """Run ``loop`` until something arrives in ``channel`` (or the run ends: its future's
+    callback wakes the channel too), at the end of the loop's turn where it arrived."""
+    stop = compat.Stopper(loop)
+    channel.arrived = stop.request
+    try:
+        loop.run_forever()
+    finally:
+        channel.arrived = None
+        stop.withdraw()
+
+
 class _GraphIterator(object):
     """The iterator `iter_batch_processors_graph` and `iter_batch_processor` return."""
 
@@ -88,56 +117,66 @@ class _GraphIterator(object):
         self._single = single
         self._processors = graph.processors
         loop = self._loop = (options.loop_factory or asyncio.new_event_loop)()
+        self._wakeup = WakeupSockets(loop)  # made when first needed, closed with the loop
         self._ended = False
         token = compat.enter_loop(loop)
         try:
-            self._run, self._channel = start_stream(graph, initial_descriptors, loop, options,
-                                                     single)
+            with _relaxed_gc:  # the run starts the first jobs now: as many objects as in a step
+                self._run, self._channel = start_stream(graph, initial_descriptors, loop,
+                                                         options, single)
         except BaseException:
             self._ended = True
             try:
                 _cancel_leftovers(loop)
             finally:
+                self._wakeup.close()
                 loop.close()
                 compat.leave_loop(token)
             raise
         compat.leave_loop(token)
+        self._queue = self._channel.queue
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        queue = self._channel.queue
-        if not queue:
-            if self._ended:
-                raise StopIteration
-            self._drive()
-            if self._run.future.done() and not self._run.future.cancelled():
-                if self._run.future.exception() is not None:
-                    error = stream_error(self._run, self._channel, self._processors, self._single)
-                    self._end()
-                    raise error
-            if not queue:
-                self._end()
-                raise StopIteration
-        processor, handle = queue.popleft()
-        return handle if self._single else (processor, handle)
+        queue = self._queue
+        item = queue.popleft() if queue else self._wait()  # nothing queued: run the loop
+        return item[1] if self._single else item
 
     next = __next__  # Python 2
+
+    def _wait(self):
+        """The next ``(processor, handle)`` once the loop has collected one; the run's
+        error, or StopIteration at its end."""
+        if self._ended:
+            raise StopIteration
+        self._drive()
+        future = self._run.future
+        if future.done() and not future.cancelled() and future.exception() is not None:
+            error = stream_error(self._run, self._channel, self._processors, self._single)
+            self._end()
+            raise error
+        queue = self._channel.queue
+        if not queue:
+            self._end()
+            raise StopIteration
+        return queue.popleft()
 
     def _drive(self):
         """Run the loop until the run collected something or ended."""
         run, channel, loop = self._run, self._channel, self._loop
-        if run.future.done():
+        queue, future = channel.queue, run.future
+        if future.done():
             return
         interrupted = None
         token = compat.enter_loop(loop)
         try:
             with _relaxed_gc:
-                channel.waiter = waiter = compat.new_future(loop)
-                with InterruptibleRun(loop, run.future) as interrupt:
+                with InterruptibleRun(loop, future, self._wakeup) as interrupt:
                     try:
-                        compat.run_until_complete(loop, waiter)
+                        while not queue and not future.done() and not interrupt.requested:
+                            _run_until_arrival(loop, channel)
                     except KeyboardInterrupt as exc:
                         interrupted = exc
                     except BaseException:
@@ -145,7 +184,6 @@ class _GraphIterator(object):
                         raise
                 if interrupt.requested:
                     interrupted = KeyboardInterrupt()
-                channel.waiter = None
         finally:
             compat.leave_loop(token)
         if interrupted is not None:  # Ctrl-C: every processor is killed, the run is over
@@ -165,9 +203,12 @@ class _GraphIterator(object):
             self._run.cancel()
             _cancel_leftovers(loop)
         finally:
-            loop.close()
-            compat.leave_loop(token)
-            self._channel.queue.clear()
+            try:
+                self._wakeup.close()
+            finally:
+                loop.close()
+                compat.leave_loop(token)
+                self._channel.queue.clear()
 
     def close(self):
         """Stop the run now: every processor is killed, nothing is left running."""

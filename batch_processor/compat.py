@@ -154,9 +154,50 @@ if PY2:  # pragma: no cover - exercised by the py27 environment
         finally:
             future.remove_done_callback(_run_until_complete_cb)
 
+    class Stopper(object):
+        """``loop.stop()`` that can be withdrawn: `request` asks ``loop`` (running) to
+        stop once the callbacks already scheduled have run; `withdraw`, after
+        ``run_forever()`` returned, removes the request if it was not carried out.
+
+        trollius stops a loop by a callback that raises, and a ``run_forever()``
+        interrupted before that callback ran (``KeyboardInterrupt``) would leave it
+        for the next run, which would stop at once.
+        """
+
+        __slots__ = ("_loop", "_handle")
+
+        def __init__(self, loop):
+            self._loop = loop
+            self._handle = None
+
+        def request(self):
+            if self._handle is None:
+                from trollius.base_events import _raise_stop_error
+                self._handle = self._loop.call_soon(_raise_stop_error)
+
+        def withdraw(self):
+            if self._handle is not None:
+                self._handle.cancel()
+                self._handle = None
+
 else:
     import asyncio
     from ._compat_py3 import DONE, From, Return, as_future, coroutine  # noqa: F401
+
+    class Stopper(object):
+        """``loop.stop()`` that can be withdrawn (see the Python 2 form): asyncio's
+        ``run_forever()`` forgets a stop request when it returns, however it returns."""
+
+        __slots__ = ("_loop",)
+
+        def __init__(self, loop):
+            self._loop = loop
+
+        def request(self):
+            self._loop.stop()
+
+        def withdraw(self):
+            pass
 
     def new_future(loop):
         """Return a new pending future of ``loop``."""

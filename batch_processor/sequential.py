@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 import abc
 import collections
 import functools
+import itertools
 import logging
 import numbers
 
@@ -134,10 +135,22 @@ class SequentialRuntime(Runtime):
         self.batch_units = None  # the request whose units the running batch holds
 
     def start(self, descriptors):
-        self.queue.extend(descriptors)
+        queue = self.queue
+        queue.extend(descriptors)
         if self.wait is not None:
             now = self.loop.time()
-            self.queued_at.extend(now for _ in descriptors)
+            if len(descriptors) == 1:
+                self.queued_at.append(now)
+            else:
+                self.queued_at.extend(itertools.repeat(now, len(descriptors)))
+            if self.timer is not None:
+                # The batch waits for its oldest descriptor's deadline, and the timer
+                # set for it starts the batch then; only a full batch starts sooner.
+                # (Fed one at a time, a descriptor would otherwise cost a loop
+                # callback and a clock reading just to learn that it must wait.)
+                size = self.processor.max_batch_size
+                if size is None or len(queue) < size:
+                    return
         if self.batch is None and not self.start_scheduled:
             self.start_scheduled = True
             self.loop.call_soon(self.next_batch)
