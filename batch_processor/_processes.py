@@ -678,19 +678,53 @@ def _end_backport_pool(pool, thread):
         if item is not None and not item.future.done():
             item.future.set_exception(BrokenProcessPool(
                 "the process pool was terminated with this job in it"))
-    _keep_reader_open(getattr(pool, "_call_queue", None))
-    for name in ("_call_queue", "_result_queue"):
+    queues = [getattr(pool, name, None) for name in ("_call_queue", "_result_queue")]
+    _keep_reader_open(queues[0])
+    for queue in queues:
         # A worker terminated while it wrote its result holds the result queue's write
         # lock for good: the feeder thread that writes the shutdown's wake-up there
         # then waits forever, and multiprocessing would join it at exit (a hang at
         # exit, seen after closing a stream early). Exit does not wait for them.
-        queue = getattr(pool, name, None)
         if queue is not None and hasattr(queue, "cancel_join_thread"):
             queue.cancel_join_thread()
     _shutdown_now(pool)
-    if thread is not None:
-        from concurrent.futures import process as backport
-        getattr(backport, "_threads_queues", {}).pop(thread, None)
+    if thread is None:
+        return
+    from concurrent.futures import process as backport
+    getattr(backport, "_threads_queues", {}).pop(thread, None)
+    # Threads of this pool still running when the interpreter tears its modules down
+    # fail there with a traceback ("most likely raised during interpreter shutdown"):
+    # multiprocessing's exit wakes the queues' feeder threads to end them, and exit
+    # waits for none of them. So they end now. The manager thread, woken by the
+    # shutdown, hands the dead workers their sentinels and closes the call queue
+    # (whose feeder then ends); the result queue's feeder is told to end once the
+    # manager thread, its only user, has ended. Bounded: if the wake-up is stuck
+    # behind a lock a terminated worker held, those threads stay blocked, silently.
+    thread.join(_END_THREADS)
+    if thread.is_alive():
+        return
+    _end_feeder(queues[1])
+    for queue in queues:
+        feeder = getattr(queue, "_thread", None)
+        if feeder is not None:
+            feeder.join(_END_THREADS)
+
+
+#: 2.7: seconds a terminated pool's threads are given to end (they take milliseconds,
+#: unless a terminated worker left a lock held: see `_end_backport_pool`).
+_END_THREADS = 1.0
+
+
+def _end_feeder(queue):
+    """2.7: tell the feeder thread of ``queue`` to end once it wrote what it holds, as
+    ``close()`` does, but leave the read end open (see `_keep_reader_open`): nothing is
+    put on the queue after this (its pool is shut down and its manager thread ended)."""
+    if queue is None or not hasattr(queue, "_close"):
+        return
+    queue._closed = True
+    end_feeder, queue._close = queue._close, None
+    if end_feeder is not None:
+        end_feeder()
 
 
 def _keep_reader_open(call_queue):
@@ -703,10 +737,7 @@ def _keep_reader_open(call_queue):
         return
 
     def close(queue=call_queue):
-        queue._closed = True
-        end_feeder, queue._close = queue._close, None
-        if end_feeder is not None:
-            end_feeder()
+        _end_feeder(queue)
     call_queue.close = close
 
 
