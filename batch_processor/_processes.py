@@ -242,6 +242,33 @@ def _worker36(call_queue, result_queue, initializer, initargs):
     process._process_worker(call_queue, result_queue)
 
 
+class _Executor27(ProcessPoolExecutor):
+    """2.7's backport pool, whose ``submit`` wakes the manager thread only when needed.
+
+    The backport wakes its manager thread at every submit by putting ``None`` on the
+    result queue: a trip through a feeder thread, a pipe and the manager thread, per
+    job, on a core the workers want. The manager thread moves submitted jobs to the
+    workers' queue each time it wakes, and it wakes at every result: while more jobs
+    are pending than there are workers, a result is on its way (the workers' queue is
+    full, or a worker runs a job), and the job submitted now is moved when it comes.
+    """
+
+    def submit(self, fn, *args, **kwargs):
+        if len(self._pending_work_items) <= self._max_workers or \
+                self._queue_management_thread is None:
+            return ProcessPoolExecutor.submit(self, fn, *args, **kwargs)
+        from concurrent.futures import process as backport
+        with self._shutdown_lock:
+            if self._shutdown_thread:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            future = Future()
+            self._pending_work_items[self._queue_count] = backport._WorkItem(
+                future, fn, args, kwargs)
+            self._work_ids.put(self._queue_count)
+            self._queue_count += 1
+            return future
+
+
 class _JobFuture(Future):
     """The future of one job: the worker's pickled answer, unpickled here.
 
@@ -406,7 +433,7 @@ class ProcessorPool(ProcessorCopies):
                 "class attribute _bp_not_pickled" % (describe(processor), safe_str(exc)))
         context = _context()
         if context is None:
-            return ProcessPoolExecutor(self.workers)  # 2.7: workers forked at the first job
+            return _Executor27(self.workers)  # 2.7: workers forked at the first job
         return _new_executor(self.workers, context, _init_worker,
                              (self.token, processor_bytes, os.getpid(), self.devices))
 
@@ -773,6 +800,15 @@ def _end_abandoned():
         generation = pool.generation
         if generation is not None and generation.abandoned:
             pool.shutdown(kill=True)
+
+
+def jobs_ahead(workers):
+    """How many jobs a Separate processor hands its pool of ``workers`` beyond those
+    that run: as many again on Python 3, where a dead worker fails every job in its
+    pool; four times as many on 2.7, whose loop hears of ends later (its pool's
+    threads and the loop share one core's worth of interpreter lock), and where a
+    worker that dies hangs its pool whatever is queued (see SPEC)."""
+    return workers * 4 if compat.PY2 else workers
 
 
 def default_workers():
