@@ -203,6 +203,66 @@ def _context():
     return get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
+def _preload_main_imports(context):
+    """Have the fork server import, once, the installed packages the main script uses.
+
+    A worker started by the fork server runs the program's main script again (as
+    ``__mp_main__``), and so imports what it imports: a second or more per worker, for
+    every new pool, with scikit-learn or a deep-learning framework imported at its top.
+    The fork server is meant to import ``__main__`` once for all its workers, but
+    Python 3.6 to 3.13 never do (``ForkServer.ensure_running`` asks for the key
+    ``main_path``, which ``spawn.get_preparation_data`` calls ``init_main_from_path``).
+    So, as the first pool starts the fork server, the modules of the installed
+    packages (``site-packages``) that the main script's names come from are given as
+    its preload: workers are forked with them imported, and the script's run in
+    each worker finds them there. Nothing is done when the fork server runs already
+    or the program set a preload of its own.
+    """
+    if context.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+    server = getattr(forkserver, "_forkserver", None)
+    if server is None or getattr(server, "_forkserver_address", True) is not None or \
+            getattr(server, "_preload_modules", None) != ["__main__"]:
+        return
+    names = _main_imports()
+    if names:
+        context.set_forkserver_preload(["__main__"] + names)
+
+
+def _main_imports():
+    """The installed modules (``site-packages``) that the main module's names come from,
+    directly or through the program's own modules that it imports (two levels)."""
+    import types
+    standard = os.path.dirname(os.__file__)
+    names = []  # type: list
+    seen = set()  # type: set
+
+    def visit(module, depth):
+        for value in list(vars(module).values()):
+            if isinstance(value, types.ModuleType):
+                name = value.__name__
+            elif isinstance(value, (type, types.FunctionType)):
+                name = getattr(value, "__module__", None)
+            else:
+                continue
+            if not isinstance(name, str) or name in seen:
+                continue
+            seen.add(name)
+            found = sys.modules.get(name)
+            path = getattr(found, "__file__", None) or ""
+            if "site-packages" in path or "dist-packages" in path:
+                names.append(name)
+            elif path and depth and not path.startswith(standard):
+                visit(found, depth - 1)  # a module of the program's own
+
+    main = sys.modules.get("__main__")
+    if main is not None:
+        seen.update(("__main__", "__mp_main__"))
+        visit(main, 2)
+    return names
+
+
 def _new_executor(workers, context, initializer, initargs):
     """A ``ProcessPoolExecutor`` whose workers start in ``context``, with an initializer."""
     if sys.version_info >= (3, 7):
@@ -434,6 +494,7 @@ class ProcessorPool(ProcessorCopies):
         context = _context()
         if context is None:
             return _Executor27(self.workers)  # 2.7: workers forked at the first job
+        _preload_main_imports(context)
         return _new_executor(self.workers, context, _init_worker,
                              (self.token, processor_bytes, os.getpid(), self.devices))
 
