@@ -31,6 +31,8 @@ import traceback
 import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 
+from six.moves.queue import Full
+
 from . import compat
 from .interface import describe, safe_repr, safe_str
 
@@ -816,9 +818,10 @@ def _end_feeder(queue):
 
 
 def _keep_reader_open(call_queue):
-    """2.7: the manager thread closes the call queue once it handed the dead workers their
-    sentinels, but its feeder thread may still be writing them to the pipe: with the
-    read end closed too, it fails with ``EPIPE`` and prints a traceback (not at exit).
+    """2.7: the call queue of a terminated pool. The manager thread closes it once it
+    handed the dead workers their sentinels, but its feeder thread may still be writing
+    them to the pipe: with the read end closed too, it fails with ``EPIPE`` and prints
+    a traceback (not at exit).
     Closing then only ends the feeder, after it wrote what it holds; the read end
     stays open (a few bytes in the pipe) until the queue is collected."""
     if call_queue is None or not hasattr(call_queue, "_close"):
@@ -827,6 +830,19 @@ def _keep_reader_open(call_queue):
     def close(queue=call_queue):
         _end_feeder(queue)
     call_queue.close = close
+
+    # The sentinels go to workers that are dead: they must not wait for room in a
+    # queue that jobs nobody will take fill up (with as many jobs queued as
+    # `jobs_ahead` hands the pool, they would: the manager thread would then never
+    # end). A sentinel that finds the queue full is dropped.
+    put = call_queue.put
+
+    def put_or_drop(item, block=True, timeout=None):
+        try:
+            put(item, False)
+        except Full:
+            pass
+    call_queue.put = put_or_drop
 
 
 def _shutdown_now(pool):

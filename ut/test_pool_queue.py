@@ -86,3 +86,23 @@ def test_a_run_hands_its_pool_the_jobs_ahead_and_gets_every_result_once():
         processor.stop()
     assert sorted(h.future.result() for h in handles) == list(range(200))
     assert processor._bp_runtime().queue_ahead == jobs_ahead(2) == (8 if PY2 else 2)
+
+
+def test_a_terminated_pool_s_call_queue_takes_the_sentinels_of_its_dead_workers_when_full():
+    # The manager thread of a terminated 2.7 pool puts a sentinel for each dead worker
+    # on the call queue, which the jobs queued ahead may have filled: it must not wait
+    # for room (it would never end, and its threads would be torn down at exit).
+    import multiprocessing
+    import threading
+    from batch_processor._processes import _end_feeder, _keep_reader_open
+    queue = multiprocessing.Queue(1)
+    queue.put("a job nobody will take")
+    _keep_reader_open(queue)
+    putting = threading.Thread(target=queue.put, args=(None,))
+    putting.daemon = True
+    putting.start()
+    putting.join(TIMEOUT)
+    assert not putting.is_alive()
+    _end_feeder(queue)
+    queue._thread.join(TIMEOUT)
+    assert not queue._thread.is_alive()
