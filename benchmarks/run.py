@@ -562,7 +562,7 @@ def workload_8(suite):
 def workload_14(suite):
     """(14): the first handle of a new process-pool processor against a bare pool's first
     result, in a program of its own that imports scikit-learn (``first_handle.py``)."""
-    repeats = 4 if suite.sizes.quick else 10
+    repeats = 6 if suite.sizes.quick else 10
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [os.path.dirname(HERE)] + [p for p in [env.get("PYTHONPATH")] if p])
