@@ -788,10 +788,14 @@ def _end_backport_pool(pool, thread):
     # waits for none of them. So they end now. The manager thread, woken by the
     # shutdown, hands the dead workers their sentinels and closes the call queue
     # (whose feeder then ends); the result queue's feeder is told to end once the
-    # manager thread, its only user, has ended. Bounded: if the wake-up is stuck
-    # behind a lock a terminated worker held, those threads stay blocked, silently.
-    thread.join(_END_THREADS)
+    # manager thread, its only user, has ended. If the wake-up is stuck behind the
+    # result queue's write lock, which a terminated worker held, the manager thread
+    # and that feeder stay blocked for good, silently; the call queue's feeder is
+    # told to end then (the manager thread's sentinels, if it ever woke, are dropped).
+    if _lock_is_free(getattr(queues[1], "_wlock", None)):
+        thread.join(_END_THREADS)
     if thread.is_alive():
+        _end_feeder(queues[0])
         return
     _end_feeder(queues[1])
     for queue in queues:
@@ -803,6 +807,17 @@ def _end_backport_pool(pool, thread):
 #: 2.7: seconds a terminated pool's threads are given to end (they take milliseconds,
 #: unless a terminated worker left a lock held: see `_end_backport_pool`).
 _END_THREADS = 1.0
+
+
+def _lock_is_free(lock):
+    """2.7: whether the multiprocessing lock ``lock`` can be taken within a moment (the
+    feeder thread of its queue may hold it while it writes)."""
+    if lock is None:
+        return True
+    if not lock.acquire(True, 0.2):
+        return False
+    lock.release()
+    return True
 
 
 def _end_feeder(queue):
@@ -837,7 +852,9 @@ def _keep_reader_open(call_queue):
     # end). A sentinel that finds the queue full is dropped.
     put = call_queue.put
 
-    def put_or_drop(item, block=True, timeout=None):
+    def put_or_drop(item, block=True, timeout=None, queue=call_queue):
+        if queue._closed:
+            return  # its feeder was told to end (`_end_backport_pool`)
         try:
             put(item, False)
         except Full:
