@@ -106,3 +106,15 @@ def test_a_terminated_pool_s_call_queue_takes_the_sentinels_of_its_dead_workers_
     _end_feeder(queue)
     queue._thread.join(TIMEOUT)
     assert not queue._thread.is_alive()
+
+
+def test_a_stream_over_an_owned_pool_yields_every_handle_once():
+    # With more jobs handed ahead than workers (2.7), the loop hears of some ends
+    # together with later ones (`ExecutorRuntime.pool_keeps_busy`): none is lost.
+    from batch_processor import iter_batch_processor
+    processor = WaitsForFifos(max_parallel_jobs=2, executor="processes")
+    try:
+        seen = [h.future.result() for h in iter_batch_processor(processor, list(range(300)))]
+    finally:
+        processor.stop()
+    assert sorted(seen) == list(range(300))
