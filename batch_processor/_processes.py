@@ -31,6 +31,8 @@ import traceback
 import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 
+from six.moves.queue import Full
+
 from . import compat
 from .interface import describe, safe_repr, safe_str
 
@@ -203,6 +205,66 @@ def _context():
     return get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
+def _preload_main_imports(context):
+    """Have the fork server import, once, the installed packages the main script uses.
+
+    A worker started by the fork server runs the program's main script again (as
+    ``__mp_main__``), and so imports what it imports: a second or more per worker, for
+    every new pool, with scikit-learn or a deep-learning framework imported at its top.
+    The fork server is meant to import ``__main__`` once for all its workers, but
+    Python 3.6 to 3.13 never do (``ForkServer.ensure_running`` asks for the key
+    ``main_path``, which ``spawn.get_preparation_data`` calls ``init_main_from_path``).
+    So, as the first pool starts the fork server, the modules of the installed
+    packages (``site-packages``) that the main script's names come from are given as
+    its preload: workers are forked with them imported, and the script's run in
+    each worker finds them there. Nothing is done when the fork server runs already
+    or the program set a preload of its own.
+    """
+    if context.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+    server = getattr(forkserver, "_forkserver", None)
+    if server is None or getattr(server, "_forkserver_address", True) is not None or \
+            getattr(server, "_preload_modules", None) != ["__main__"]:
+        return
+    names = _main_imports()
+    if names:
+        context.set_forkserver_preload(["__main__"] + names)
+
+
+def _main_imports():
+    """The installed modules (``site-packages``) that the main module's names come from,
+    directly or through the program's own modules that it imports (two levels)."""
+    import types
+    standard = os.path.dirname(os.__file__)
+    names = []  # type: list
+    seen = set()  # type: set
+
+    def visit(module, depth):
+        for value in list(vars(module).values()):
+            if isinstance(value, types.ModuleType):
+                name = value.__name__
+            elif isinstance(value, (type, types.FunctionType)):
+                name = getattr(value, "__module__", None)
+            else:
+                continue
+            if not isinstance(name, str) or name in seen:
+                continue
+            seen.add(name)
+            found = sys.modules.get(name)
+            path = getattr(found, "__file__", None) or ""
+            if "site-packages" in path or "dist-packages" in path:
+                names.append(name)
+            elif path and depth and not path.startswith(standard):
+                visit(found, depth - 1)  # a module of the program's own
+
+    main = sys.modules.get("__main__")
+    if main is not None:
+        seen.update(("__main__", "__mp_main__"))
+        visit(main, 2)
+    return names
+
+
 def _new_executor(workers, context, initializer, initargs):
     """A ``ProcessPoolExecutor`` whose workers start in ``context``, with an initializer."""
     if sys.version_info >= (3, 7):
@@ -240,6 +302,33 @@ def _worker36(call_queue, result_queue, initializer, initargs):
     from concurrent.futures import process
     initializer(*initargs)
     process._process_worker(call_queue, result_queue)
+
+
+class _Executor27(ProcessPoolExecutor):
+    """2.7's backport pool, whose ``submit`` wakes the manager thread only when needed.
+
+    The backport wakes its manager thread at every submit by putting ``None`` on the
+    result queue: a trip through a feeder thread, a pipe and the manager thread, per
+    job, on a core the workers want. The manager thread moves submitted jobs to the
+    workers' queue each time it wakes, and it wakes at every result: while more jobs
+    are pending than there are workers, a result is on its way (the workers' queue is
+    full, or a worker runs a job), and the job submitted now is moved when it comes.
+    """
+
+    def submit(self, fn, *args, **kwargs):
+        if len(self._pending_work_items) <= self._max_workers or \
+                self._queue_management_thread is None:
+            return ProcessPoolExecutor.submit(self, fn, *args, **kwargs)
+        from concurrent.futures import process as backport
+        with self._shutdown_lock:
+            if self._shutdown_thread:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            future = Future()
+            self._pending_work_items[self._queue_count] = backport._WorkItem(
+                future, fn, args, kwargs)
+            self._work_ids.put(self._queue_count)
+            self._queue_count += 1
+            return future
 
 
 class _JobFuture(Future):
@@ -406,7 +495,8 @@ class ProcessorPool(ProcessorCopies):
                 "class attribute _bp_not_pickled" % (describe(processor), safe_str(exc)))
         context = _context()
         if context is None:
-            return ProcessPoolExecutor(self.workers)  # 2.7: workers forked at the first job
+            return _Executor27(self.workers)  # 2.7: workers forked at the first job
+        _preload_main_imports(context)
         return _new_executor(self.workers, context, _init_worker,
                              (self.token, processor_bytes, os.getpid(), self.devices))
 
@@ -678,36 +768,98 @@ def _end_backport_pool(pool, thread):
         if item is not None and not item.future.done():
             item.future.set_exception(BrokenProcessPool(
                 "the process pool was terminated with this job in it"))
-    _keep_reader_open(getattr(pool, "_call_queue", None))
-    for name in ("_call_queue", "_result_queue"):
+    queues = [getattr(pool, name, None) for name in ("_call_queue", "_result_queue")]
+    _keep_reader_open(queues[0])
+    for queue in queues:
         # A worker terminated while it wrote its result holds the result queue's write
         # lock for good: the feeder thread that writes the shutdown's wake-up there
         # then waits forever, and multiprocessing would join it at exit (a hang at
         # exit, seen after closing a stream early). Exit does not wait for them.
-        queue = getattr(pool, name, None)
         if queue is not None and hasattr(queue, "cancel_join_thread"):
             queue.cancel_join_thread()
     _shutdown_now(pool)
-    if thread is not None:
-        from concurrent.futures import process as backport
-        getattr(backport, "_threads_queues", {}).pop(thread, None)
+    if thread is None:
+        return
+    from concurrent.futures import process as backport
+    getattr(backport, "_threads_queues", {}).pop(thread, None)
+    # Threads of this pool still running when the interpreter tears its modules down
+    # fail there with a traceback ("most likely raised during interpreter shutdown"):
+    # multiprocessing's exit wakes the queues' feeder threads to end them, and exit
+    # waits for none of them. So they end now. The manager thread, woken by the
+    # shutdown, hands the dead workers their sentinels and closes the call queue
+    # (whose feeder then ends); the result queue's feeder is told to end once the
+    # manager thread, its only user, has ended. If the wake-up is stuck behind the
+    # result queue's write lock, which a terminated worker held, the manager thread
+    # and that feeder stay blocked for good, silently; the call queue's feeder is
+    # told to end then (the manager thread's sentinels, if it ever woke, are dropped).
+    if _lock_is_free(getattr(queues[1], "_wlock", None)):
+        thread.join(_END_THREADS)
+    if thread.is_alive():
+        _end_feeder(queues[0])
+        return
+    _end_feeder(queues[1])
+    for queue in queues:
+        feeder = getattr(queue, "_thread", None)
+        if feeder is not None:
+            feeder.join(_END_THREADS)
+
+
+#: 2.7: seconds a terminated pool's threads are given to end (they take milliseconds,
+#: unless a terminated worker left a lock held: see `_end_backport_pool`).
+_END_THREADS = 1.0
+
+
+def _lock_is_free(lock):
+    """2.7: whether the multiprocessing lock ``lock`` can be taken within a moment (the
+    feeder thread of its queue may hold it while it writes)."""
+    if lock is None:
+        return True
+    if not lock.acquire(True, 0.2):
+        return False
+    lock.release()
+    return True
+
+
+def _end_feeder(queue):
+    """2.7: tell the feeder thread of ``queue`` to end once it wrote what it holds, as
+    ``close()`` does, but leave the read end open (see `_keep_reader_open`): nothing is
+    put on the queue after this (its pool is shut down and its manager thread ended)."""
+    if queue is None or not hasattr(queue, "_close"):
+        return
+    queue._closed = True
+    end_feeder, queue._close = queue._close, None
+    if end_feeder is not None:
+        end_feeder()
 
 
 def _keep_reader_open(call_queue):
-    """2.7: the manager thread closes the call queue once it handed the dead workers their
-    sentinels, but its feeder thread may still be writing them to the pipe: with the
-    read end closed too, it fails with ``EPIPE`` and prints a traceback (not at exit).
+    """2.7: the call queue of a terminated pool. The manager thread closes it once it
+    handed the dead workers their sentinels, but its feeder thread may still be writing
+    them to the pipe: with the read end closed too, it fails with ``EPIPE`` and prints
+    a traceback (not at exit).
     Closing then only ends the feeder, after it wrote what it holds; the read end
     stays open (a few bytes in the pipe) until the queue is collected."""
     if call_queue is None or not hasattr(call_queue, "_close"):
         return
 
     def close(queue=call_queue):
-        queue._closed = True
-        end_feeder, queue._close = queue._close, None
-        if end_feeder is not None:
-            end_feeder()
+        _end_feeder(queue)
     call_queue.close = close
+
+    # The sentinels go to workers that are dead: they must not wait for room in a
+    # queue that jobs nobody will take fill up (with as many jobs queued as
+    # `jobs_ahead` hands the pool, they would: the manager thread would then never
+    # end). A sentinel that finds the queue full is dropped.
+    put = call_queue.put
+
+    def put_or_drop(item, block=True, timeout=None, queue=call_queue):
+        if queue._closed:
+            return  # its feeder was told to end (`_end_backport_pool`)
+        try:
+            put(item, False)
+        except Full:
+            pass
+    call_queue.put = put_or_drop
 
 
 def _shutdown_now(pool):
@@ -742,6 +894,15 @@ def _end_abandoned():
         generation = pool.generation
         if generation is not None and generation.abandoned:
             pool.shutdown(kill=True)
+
+
+def jobs_ahead(workers):
+    """How many jobs a Separate processor hands its pool of ``workers`` beyond those
+    that run: as many again on Python 3, where a dead worker fails every job in its
+    pool; four times as many on 2.7, whose loop hears of ends later (its pool's
+    threads and the loop share one core's worth of interpreter lock), and where a
+    worker that dies hangs its pool whatever is queued (see SPEC)."""
+    return workers * 4 if compat.PY2 else workers
 
 
 def default_workers():

@@ -316,7 +316,7 @@ class ExecutorRuntime(object):
     def executor_done(self, future, executor_future):
         # Runs in a worker thread (or in the loop's thread if already done).
         self.completed.append((future, executor_future))
-        if not self.wakeup_pending:
+        if not self.wakeup_pending and not self.pool_keeps_busy(executor_future):
             self.wakeup_pending = True
             try:
                 self.loop.call_soon_threadsafe(self.drain_completed)
@@ -339,6 +339,19 @@ class ExecutorRuntime(object):
             loop.run_in_executor(None, _nothing)  # the loop makes the one it would use
             executor = getattr(loop, "_default_executor", None)
         return executor
+
+    def pool_keeps_busy(self, executor_future):
+        """Whether the loop may hear of this end later, with another: the job's owned pool
+        still holds more jobs waiting for a worker than it has workers, so no worker
+        idles meanwhile, and another of them ends first. Only where jobs have no timer
+        that an end heard late could trip (no ``job_timeout``, no ``retry``), and
+        only with more jobs handed ahead than workers (`_processes.jobs_ahead`: 2.7,
+        where each wake-up of the loop costs the workers a share of the CPU)."""
+        owner = getattr(executor_future, "_owner", None)
+        if owner is None or getattr(self, "per_attempt", True):
+            return False
+        generation = owner.generation
+        return generation is not None and len(generation.waiting) > generation.workers
 
     @staticmethod
     def thread_pool_class():

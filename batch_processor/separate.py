@@ -393,11 +393,11 @@ class _ThreadRuntime(ExecutorRuntime, SeparateRuntime):
         self.configure_executor()
         self.__dict__.pop("queue_ahead", None)  # an earlier run's pool may not be this one's
         if self.cap is not None and processor._bp_owns_process_pool():
-            from ._processes import default_workers
-            # As many jobs again wait in the pool's own queue, so that a worker never
-            # idles while the loop hears of an end and submits the next job; the pool
-            # has max_parallel_jobs workers, so no more than that many run at once.
-            self.queue_ahead = processor._default_processes or default_workers()
+            from ._processes import default_workers, jobs_ahead
+            # More jobs wait in the pool's own queue, so that a worker never idles
+            # while the loop hears of an end and submits the next job; the pool has
+            # max_parallel_jobs workers, so no more than that many run at once.
+            self.queue_ahead = jobs_ahead(processor._default_processes or default_workers())
 
     def attempt(self, descriptor, on_start=None):
         return self.submit(self.processor._executor, descriptor, on_start)

@@ -22,7 +22,9 @@ descriptor down from 10; (5) a Sequential processor with ``max_batch_size=1000``
 (6) workload 1 at 20k, 200k and 1M jobs; (7) peak memory of workload 1 at 100k and
 1M jobs when only the last processor's handles are kept (one child process per
 size); (12) a checkpointed run watched by ``status`` and the dashboard against the
-same run unwatched; (13) workload 1 with a shared Resource that never runs short.
+same run unwatched; (13) workload 1 with a shared Resource that never runs short;
+(14) the first handle of a new process-pool processor against a bare pool's first
+result, in a program that imports scikit-learn.
 On Python 3, pypeln and aiostream (the optional extra ``bench``) run workload 1 too when they are installed.
 """
 from __future__ import absolute_import, division, print_function
@@ -603,6 +605,25 @@ def workload_8(suite):
               1, "the same without 20 MB", best["library+20MB"] / best["library"], Target(1.1))
 
 
+def workload_14(suite):
+    """(14): the first handle of a new process-pool processor against a bare pool's first
+    result, in a program of its own that imports scikit-learn (``first_handle.py``)."""
+    repeats = 6 if suite.sizes.quick else 10
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(HERE)] + [p for p in [env.get("PYTHONPATH")] if p])
+    output = subprocess.check_output(
+        [sys.executable, os.path.join(HERE, "first_handle.py"), str(repeats), "--json"],
+        env=env, universal_newlines=True)
+    best = json.loads(output.strip().splitlines()[-1])
+    name = "14 first handle, new pool"
+    suite.row(name, "ProcessPoolExecutor(%d)" % best["workers"], 1, best["pool"], 1,
+              note="%s job" % best["what"])
+    suite.row(name, "executor=\"processes\"", 1, best["library"], 1, "bare pool, 1st result",
+              best["library"] / best["pool"], Target(1.2),
+              note="the program's first processor: %.2f s" % best["first"])
+
+
 def workload_resources(suite):
     """(13): workload 1's chain whose processors use a Resource that never runs short."""
     import functools
@@ -909,6 +930,7 @@ WORKLOADS = [
     ("11", workload_checkpoint),
     ("12", workload_watched),
     ("13", workload_resources),
+    ("14", workload_14),
 ]
 
 
@@ -983,7 +1005,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI (< 1 min)")
     parser.add_argument("--json", metavar="PATH", help="write the rows as JSON to PATH")
-    parser.add_argument("--only", metavar="LIST", help="comma-separated workloads to run (1-8, 10-13)")
+    parser.add_argument("--only", metavar="LIST", help="comma-separated workloads to run (1-8, 10-14)")
     parser.add_argument("--profile", action="store_true",
                         help="profile workloads 1 and 2 with cProfile instead of timing them")
     parser.add_argument("--profile-n", type=int, default=20000, help="N for --profile")
