@@ -136,7 +136,7 @@ class CheckpointStatus(object):
     failures = attr.ib()
     results = attr.ib(default=(), repr=False)
     history = attr.ib(default=(), repr=False)
-    resources = attr.ib(default=attr.Factory(list))
+    resources = attr.ib(default=attr.Factory(list))  # type: list
 
     def as_dict(self):
         """The JSON object of ``status --json``."""
