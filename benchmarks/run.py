@@ -270,12 +270,17 @@ def streamed_chain(processor_class, n, stages=3, max_in_flight=None):
 
     ``max_in_flight``: the descriptors are a generator, read lazily (bounded input).
     """
+    return _counted_chain(_consume_stream, "the stream yielded", processor_class, n, stages,
+                          max_in_flight)
+
+
+def _counted_chain(consume, what, processor_class, n, stages, max_in_flight):
     def run():
         processors = [processor_class() for _ in range(stages)]
-        seconds, counts = timed(_consume_stream, processors, n, max_in_flight)
+        seconds, counts = timed(consume, processors, n, max_in_flight)
         if [counts[processor] for processor in processors] != [n] * stages:
-            raise CheckError("the stream yielded %r handles per processor, expected %d each"
-                             % ([counts[p] for p in processors], n))
+            raise CheckError("%s %r handles per processor, expected %d each"
+                             % (what, [counts[p] for p in processors], n))
         return seconds
     return run
 
@@ -296,14 +301,8 @@ def consumed_chain(n, max_in_flight=None):
     chain, every handle kept, and the result read as a user reads it (``for processor,
     handles in results.items(): for handle in handles: ...``), the same reading as the
     stream's. ``max_in_flight``: the descriptors are a generator, read lazily."""
-    def run():
-        processors = [workloads.Increment() for _ in range(3)]
-        seconds, counts = timed(_consume_result, processors, n, max_in_flight)
-        if [counts[processor] for processor in processors] != [n] * 3:
-            raise CheckError("the run kept %r handles per processor, expected %d each"
-                             % ([counts[p] for p in processors], n))
-        return seconds
-    return run
+    return _counted_chain(_consume_result, "the run kept", workloads.Increment, n, 3,
+                          max_in_flight)
 
 
 def _consume_result(processors, n, max_in_flight):
