@@ -25,7 +25,7 @@ from batch_processor import (
     SeparateBatchProcessorSynchronous, SequentialBatchProcessorSynchronous, run_batch_processor)
 from batch_processor.compat import asyncio
 
-from helpers import TIMEOUT
+from helpers import TIMEOUT, campaign
 
 PY2 = sys.version_info[0] == 2
 BEHAVIOURS = ["return", "raise", "stop", "generator_exit", "custom_base", "failure_stop",
@@ -138,7 +138,7 @@ def expected(kind, what, key):
     return {"raise": ValueError, "generator_exit": GeneratorExit, "custom_base": Custom}[what]
 
 
-@settings(max_examples=120 if not PY2 else 60, deadline=None, database=None, derandomize=True)
+@settings(max_examples=campaign(120 if not PY2 else 60, 30), deadline=None, database=None, derandomize=True)
 @given(examples())
 def test_hostile_jobs_never_hang_nor_lose_a_descriptor(tmpdir_factory, example):
     kind, behaviours, reprs, timeout, retry, trace, cap = example
@@ -192,7 +192,7 @@ class DiesAtRandom(SeparateBatchProcessorSynchronous):
 
 
 @pytest.mark.skipif(PY2, reason="the futures backport's pool hangs when a worker dies (SPEC)")
-@settings(max_examples=12, deadline=None, database=None, derandomize=True)
+@settings(max_examples=campaign(12, 4), deadline=None, database=None, derandomize=True)
 @given(st.lists(st.booleans(), min_size=1, max_size=5), st.sampled_from([1, 2]))
 def test_workers_killed_at_random_never_lose_a_job(dies, workers):
     from concurrent.futures.process import BrokenProcessPool

@@ -77,7 +77,7 @@ def reference(tmpdir_factory):
     return json.loads(out)
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(helpers.campaign(6, 2)))
 def test_a_run_killed_again_and_again_resumes_to_the_same_result(tmpdir, reference, seed):
     rng = random.Random(seed)
     kills = 0
@@ -196,7 +196,7 @@ def edges_campaign(tmpdir, reference, seed, actions, **always):
 EDGES = ["job", "record", "converter", "second writer", "changed input", "failing writes"]
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(helpers.campaign(8, 3)))
 def test_a_run_through_every_edge_resumes_to_the_same_result(tmpdir, reference, seed):
     edges_campaign(tmpdir, reference, seed, EDGES)
 

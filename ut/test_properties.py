@@ -32,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 
 import strategies
-from helpers import outcome
+from helpers import campaign, outcome
 from batch_processor import (
     BatchProcessorResultHandle, BatchProcessorsGraph, ConverterError, ProcessorState,
     ProcessorStateError, RetryPolicy, RunTimeoutError, SeparateBatchProcessor,
@@ -668,7 +668,7 @@ class LoopLog(logging.Handler):
 
 
 @pytest.mark.allow_asyncio_errors  # checked here, per example
-@settings(max_examples=300 if PY3 else 100, deadline=None, database=None,
+@settings(max_examples=campaign(300 if PY3 else 100, 60), deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(strategies.scenarios())
 def test_every_descriptor_comes_back_once_with_the_right_result(scenario):

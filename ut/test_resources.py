@@ -22,7 +22,7 @@ from batch_processor import (
     run_batch_processors_graph)
 from batch_processor.compat import PY2, From, Return, asyncio, coroutine
 
-from helpers import TIMEOUT, collect, flatten, new_future, outcome, run
+from helpers import TIMEOUT, campaign, collect, flatten, new_future, outcome, run
 
 SHORT = 0.05  # a job_timeout, for an attempt that never ends by itself
 
@@ -472,7 +472,7 @@ def test_graph_with_resources_units_never_exceed_capacity_and_every_job_ends():
         jobs = draw(st.integers(1, 8))
         return capacities, specs, jobs
 
-    @settings(max_examples=40, deadline=None)
+    @settings(max_examples=campaign(40, 15), deadline=None)
     @given(setups())
     def check(setup):
         capacities, specs, jobs = setup
